@@ -1,0 +1,3 @@
+"""dicomnode: a DICOM node for generative imaging AI."""
+
+__version__ = "0.1.0"

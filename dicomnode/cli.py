@@ -1,0 +1,145 @@
+"""The `dicomnode` command: argument parsing only; the work happens in the modules it calls."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+
+from dicomnode import __version__
+from dicomnode.config import Config, load_config
+from dicomnode.errors import DicomNodeError
+
+log = logging.getLogger("dicomnode")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.verbose)
+    try:
+        code: int = args.func(args)
+        return code
+    except DicomNodeError as exc:
+        print(f"dicomnode: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dicomnode", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"dicomnode {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="run the node in the foreground")
+    serve.add_argument("--config", type=Path, help="YAML configuration (default: embedded)")
+    serve.set_defaults(func=_serve)
+
+    send = sub.add_parser("send", help="send DICOM files or folders by C-STORE")
+    send.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    send.add_argument("--to", required=True, metavar="HOST:PORT")
+    send.add_argument("--aet", default="ANY-SCP", help="called AE title (default ANY-SCP)")
+    send.add_argument("--calling-aet", default="DICOMNODE", help="calling AE title")
+    send.add_argument("--timeout", type=float, default=30.0, help="network timeout in seconds")
+    send.set_defaults(func=_send)
+
+    rules = sub.add_parser("rules", help="validate and try rule files")
+    rules_sub = rules.add_subparsers(required=True, metavar="ACTION")
+    check = rules_sub.add_parser("check", help="validate RULES; show which rules match each series")
+    check.add_argument("rules", type=Path, metavar="RULES")
+    check.add_argument("dicom", nargs="*", type=Path, metavar="DICOM")
+    check.add_argument("--config", type=Path, help="configuration naming the destinations")
+    check.add_argument("--calling-aet", default="", help="CallingAETitle to match against")
+    check.set_defaults(func=_rules_check)
+
+    engines = sub.add_parser("engines", help="list, build and benchmark model engines")
+    engines_sub = engines.add_subparsers(required=True, metavar="ACTION")
+    e_list = engines_sub.add_parser("list", help="models, versions, checksums, backends")
+    e_build = engines_sub.add_parser("build", help="compile TensorRT plans ahead of time")
+    e_build.add_argument("model", nargs="?")
+    e_build.add_argument("--precision", choices=["fp16", "fp32"], default="fp16")
+    e_bench = engines_sub.add_parser("bench", help="slices/s per backend and batch size")
+    e_bench.add_argument("model", nargs="?")
+    e_bench.add_argument("--batch-sizes", default="1,4,8",
+                         help="comma-separated batch sizes (default 1,4,8)")
+    e_bench.add_argument("--iterations", type=int, default=10)
+    for p, action in ((e_list, "list"), (e_build, "build"), (e_bench, "bench")):
+        p.add_argument("--config", type=Path, help="YAML configuration (default: embedded)")
+        p.set_defaults(func=_engines, action=action)
+    return parser
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # pynetdicom narrates every PDU at INFO; its warnings and errors still show.
+    logging.getLogger("pynetdicom").setLevel(logging.DEBUG if verbose else logging.WARNING)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from dicomnode.service import Node
+
+    config = load_config(args.config)
+    Node(config).serve_forever()
+    return 0
+
+
+def _send(args: argparse.Namespace) -> int:
+    from dicomnode.sending import send_paths
+
+    host, _, port = args.to.rpartition(":")
+    if not host or not port.isdigit():
+        print(f"dicomnode: error: --to {args.to!r}: expected HOST:PORT", file=sys.stderr)
+        return 2
+    return send_paths(args.paths, host, int(port), args.aet, args.calling_aet, args.timeout)
+
+
+def _rules_check(args: argparse.Namespace) -> int:
+    from dicomnode.rules import load_rules, match, series_attributes
+    from dicomnode.sending import iter_dicom_headers
+
+    config: Config = load_config(args.config)
+    rules = load_rules(args.rules, config.destinations)
+    print(f"{args.rules}: {len(rules)} rule(s), valid")
+    series: dict[str, list[Path]] = defaultdict(list)
+    first: dict[str, object] = {}
+    for path, ds in iter_dicom_headers(args.dicom):
+        uid = str(ds.get("SeriesInstanceUID", "(no Series Instance UID)"))
+        series[uid].append(path)
+        first.setdefault(uid, ds)
+    for uid, paths in series.items():
+        attrs = series_attributes(first[uid], args.calling_aet)  # type: ignore[arg-type]
+        routes = match(attrs, rules)
+        description = attrs.get("SeriesDescription") or ""
+        print(f"series {uid} ({len(paths)} file(s)) {attrs.get('Modality', '')} {description}")
+        if not routes:
+            print("  no rule matches")
+        for route in routes:
+            action = (f"forward to {', '.join(route.forward_to)}" if route.forward_to
+                      else f"run {route.run}, send to {', '.join(route.send_to)}")
+            print(f"  matches {route.rule}: {action}")
+    return 0
+
+
+def _engines(args: argparse.Namespace) -> int:
+    from dicomnode.engines import commands
+
+    config = load_config(args.config)
+    if args.action == "list":
+        return int(commands.cmd_list(config))
+    if args.action == "build":
+        return int(commands.cmd_build(config, args.model, args.precision))
+    sizes = [int(s) for s in args.batch_sizes.split(",") if s.strip()]
+    return int(commands.cmd_bench(config, args.model, sizes, args.iterations))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

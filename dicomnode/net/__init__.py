@@ -1,0 +1,1 @@
+"""DICOM networking: the listener, the sender and the peer policy. Knows nothing of models."""

@@ -1,0 +1,163 @@
+"""The running node: builds every part from the configuration, starts them, stops them in order."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from io import BytesIO
+from pathlib import Path
+from types import FrameType
+
+from pydicom import dcmread
+
+from dicomnode.config import Config
+from dicomnode.delivery import DeliveryWorker
+from dicomnode.dispatch import Router
+from dicomnode.net.policy import PeerPolicy
+from dicomnode.net.scp import StoreSCP
+from dicomnode.rules import load_rules
+from dicomnode.series import SeriesMonitor
+from dicomnode.store import outbox
+from dicomnode.store.db import connect, initialise
+from dicomnode.store.index import Index, InstanceRecord
+from dicomnode.store.spool import Spool
+
+log = logging.getLogger(__name__)
+
+
+class Node:
+    """One DICOM node. Construction validates everything; `start` opens the port."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.rules = load_rules(config.rules, config.destinations)
+        data_dir = config.node.data_dir
+        self.db_path = data_dir / "index.sqlite3"
+        initialise(self.db_path)
+        self.spool = Spool(data_dir / "spool", config.node.min_free_mb * 2**20)
+        self._index: Index | None = None
+        self._scp: StoreSCP | None = None
+        self._monitor: SeriesMonitor | None = None
+        self._workers: dict[str, DeliveryWorker] = {}
+        self._stopped = threading.Event()
+
+    @property
+    def port(self) -> int:
+        assert self._scp is not None
+        return self._scp.port
+
+    def start(self) -> None:
+        cfg = self.config
+        removed = self.spool.clean_temporary()
+        if removed:
+            log.info("removed %d partial file(s) left by an interrupted write", removed)
+        self._index = Index(self.db_path)
+        self._reconcile(self._index)
+        self._fail_orphaned_deliveries()
+        for name, dest in cfg.destinations.items():
+            worker = DeliveryWorker(self.db_path, name, dest, cfg.node.ae_title, cfg.outbox)
+            self._workers[name] = worker
+            worker.start()
+        router = Router(connect(self.db_path), self.rules, cfg.destinations, self._wake)
+        self._monitor = SeriesMonitor(self.db_path, cfg.series, router.route, time.time)
+        self._monitor.start()
+        self._scp = StoreSCP(cfg.node, self.spool, self._index, PeerPolicy(cfg.node.allowed_peers))
+        self._scp.start()
+        log.info("node started: %d rule(s) from %s, destinations: %s", len(self.rules), cfg.rules,
+                 ", ".join(cfg.destinations) or "none")
+
+    def stop(self) -> None:
+        """Stop in flow order: no new associations, finish stores, then routing, then sends."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        if self._scp is not None:
+            self._scp.stop()
+        if self._monitor is not None:
+            self._monitor.stop()
+        for worker in self._workers.values():
+            worker.stop()
+        if self._index is not None:
+            self._index.close()
+        log.info("node stopped; pending work resumes on the next start")
+
+    def serve_forever(self) -> None:
+        """Run until SIGINT or SIGTERM, then stop cleanly."""
+        stop_requested = threading.Event()
+
+        def on_signal(signum: int, _frame: FrameType | None) -> None:
+            log.info("received %s, stopping", signal.Signals(signum).name)
+            stop_requested.set()
+
+        previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            self.start()
+            stop_requested.wait()
+        finally:
+            self.stop()
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+    def _wake(self, destination: str) -> None:
+        worker = self._workers.get(destination)
+        if worker is not None:
+            worker.wake()
+
+    def _reconcile(self, index: Index) -> None:
+        """Index spool files whose index row was lost (possible only after a power loss)."""
+        known = index.known_paths()
+        missing = [p for p in self.spool.iter_files() if str(p) not in known]
+        for path in missing:
+            try:
+                record = _record_from_file(path)
+            except Exception as exc:
+                log.error("spool file %s cannot be read back: %s", path, exc)
+                continue
+            index.add(record)
+        if missing:
+            log.warning("re-indexed %d spooled instance(s) missing from the index", len(missing))
+
+    def _fail_orphaned_deliveries(self) -> None:
+        conn = connect(self.db_path)
+        try:
+            for name in outbox.backlog(conn):
+                if name not in self.config.destinations:
+                    conn.execute(
+                        "UPDATE outbox SET state = 'failed', last_error = ?, finished_at = ?"
+                        " WHERE destination = ? AND state = 'pending'",
+                        (f"destination {name!r} is no longer configured", time.time(), name),
+                    )
+                    log.error("pending deliveries to %r failed: destination no longer configured",
+                              name)
+        finally:
+            conn.close()
+
+
+def _record_from_file(path: Path) -> InstanceRecord:
+    data = path.read_bytes()
+    ds = dcmread(BytesIO(data), stop_before_pixels=True)
+
+    def number(keyword: str) -> int | None:
+        value = ds.get(keyword)
+        try:
+            return None if value in (None, "") else int(value)
+        except (TypeError, ValueError):
+            return None
+
+    return InstanceRecord(
+        sop_instance_uid=str(ds.SOPInstanceUID),
+        series_uid=str(ds.SeriesInstanceUID),
+        study_uid=str(ds.StudyInstanceUID),
+        sop_class_uid=str(ds.file_meta.MediaStorageSOPClassUID),
+        transfer_syntax=str(ds.file_meta.TransferSyntaxUID),
+        instance_number=number("InstanceNumber"),
+        acquisition_number=number("AcquisitionNumber"),
+        images_in_acquisition=number("ImagesInAcquisition"),
+        path=str(path),
+        size=len(data),
+        received_at=path.stat().st_mtime,
+        calling_ae="",
+        peer_host="",
+    )

@@ -1,0 +1,1 @@
+"""Durable state: the spool of received files, the SQLite index, the job queue and the outbox."""
