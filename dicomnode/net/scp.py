@@ -120,12 +120,14 @@ class StoreSCP:
         active = server.active_associations
         server.shutdown()
         deadline = time.monotonic() + drain_seconds
-        while time.monotonic() < deadline and any(a.is_alive() for a in active):
+        # Connections that never completed association negotiation hold no data: don't wait for them.
+        while time.monotonic() < deadline and any(a.is_alive() and a.is_established for a in active):
             time.sleep(0.05)
         for assoc in active:
             if assoc.is_alive():
-                log.warning("aborting association from %s still open at shutdown",
-                            assoc.requestor.ae_title)
+                if assoc.is_established:
+                    log.warning("aborting association from %s still open at shutdown",
+                                assoc.requestor.ae_title)
                 assoc.abort()
         log.info("listener stopped")
 

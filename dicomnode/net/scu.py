@@ -30,6 +30,10 @@ _REJECT_PERMANENT = 0x01
 _config.STORE_SEND_CHUNKED_DATASET = True  # send the encoded file, never re-encode it
 
 
+class _NoContextAccepted(Exception):
+    """The peer accepted the association but none of the proposed presentation contexts."""
+
+
 @dataclass(frozen=True)
 class Peer:
     host: str
@@ -57,7 +61,10 @@ def describe_file(path: Path) -> OutgoingFile:
 
 
 def echo(peer: Peer) -> bool:
-    assoc = _associate(peer, [("1.2.840.10008.1.1", "1.2.840.10008.1.2")])
+    try:
+        assoc = _associate(peer, [("1.2.840.10008.1.1", "1.2.840.10008.1.2")])
+    except _NoContextAccepted:
+        return False
     try:
         status = assoc.send_c_echo()
         return bool(status) and int(status.Status) == Status.SUCCESS
@@ -101,7 +108,12 @@ def _send_batch(
     on_sent: Callable[[int], None],
     on_refused: Callable[[int, str], None],
 ) -> None:
-    assoc = _associate(peer, contexts)
+    try:
+        assoc = _associate(peer, contexts)
+    except _NoContextAccepted as exc:
+        for i in range(start, end):
+            on_refused(i, str(exc))
+        return
     try:
         accepted = {(cx.abstract_syntax, cx.transfer_syntax[0]) for cx in assoc.accepted_contexts}
         for i in range(start, end):
@@ -156,6 +168,11 @@ def _associate(peer: Peer, contexts: list[tuple[str, str]]) -> Association:
         detail = f"{where} rejected the association ({reason}"
         detail += f", {rj.reason_str})" if rj is not None else ")"
         raise DeliveryError(detail, permanent=permanent)
+    if assoc.is_aborted and assoc.rejected_contexts and not assoc.accepted_contexts:
+        # pynetdicom aborts on our side when nothing is accepted: the peer's answer is final.
+        kinds = ", ".join(sorted({str(cx.abstract_syntax) for cx in assoc.rejected_contexts}))
+        raise _NoContextAccepted(f"{peer.ae_title} does not accept SOP class {kinds} in the files' "
+                                 "transfer syntax")
     if assoc.is_aborted:
         raise DeliveryError(f"{where} aborted the association", permanent=False)
     raise DeliveryError(f"cannot connect to {where}", permanent=False)
