@@ -142,7 +142,7 @@ def load_config(path: Path | None) -> Config:
     if raw is None:
         raw = {}
     config = parse_config(raw)
-    return _resolve_paths(config, path.parent)
+    return _resolve_paths(config, path.parent, raw)
 
 
 def parse_config(raw: Any) -> Config:
@@ -152,15 +152,24 @@ def parse_config(raw: Any) -> Config:
     return config
 
 
-def _resolve_paths(config: Config, base: Path) -> Config:
-    def resolve(p: Path) -> Path:
+def _resolve_paths(config: Config, base: Path, raw: dict[str, Any]) -> Config:
+    """Paths written in the file are relative to it; defaults stay relative to the working directory."""
+
+    def resolve(p: Path, *keys: str) -> Path:
+        section: Any = raw
+        for key in keys:
+            if not isinstance(section, dict) or key not in section:
+                return p
+            section = section[key]
         return p if p.is_absolute() else base / p
 
     return dataclasses.replace(
         config,
-        node=dataclasses.replace(config.node, data_dir=resolve(config.node.data_dir)),
-        rules=resolve(config.rules),
-        engines=dataclasses.replace(config.engines, models_dir=resolve(config.engines.models_dir)),
+        node=dataclasses.replace(config.node, data_dir=resolve(config.node.data_dir, "node", "data_dir")),
+        rules=resolve(config.rules, "rules"),
+        engines=dataclasses.replace(
+            config.engines, models_dir=resolve(config.engines.models_dir, "engines", "models_dir")
+        ),
     )
 
 

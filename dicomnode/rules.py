@@ -258,7 +258,8 @@ def series_attributes(ds: Dataset, calling_ae: str) -> dict[str, Any]:
     """Top-level, non-sequence attributes of a series' instance as plain Python values."""
     attrs: dict[str, Any] = {}
     for elem in ds:
-        if not elem.keyword or elem.VR in ("SQ", "OB", "OW", "OF", "OD", "OL", "OV", "UN"):
+        # Binary VRs start with O (OB, OW, "OB or OW" before pydicom resolves it); UN is opaque.
+        if not elem.keyword or elem.VR in ("SQ", "UN") or elem.VR.startswith("O") or " or " in elem.VR:
             continue
         try:
             value = elem.value

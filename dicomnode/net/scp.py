@@ -135,7 +135,9 @@ class StoreSCP:
 
     def _on_requested(self, event: evt.Event) -> None:
         assoc: Association = event.assoc
-        calling, host = assoc.requestor.ae_title, assoc.requestor.address
+        # pynetdicom copies the calling AE title into `requestor` only after this event.
+        calling = str(assoc.requestor.primitive.calling_ae_title if assoc.requestor.primitive else "")
+        host = assoc.requestor.address
         reason = self._policy.check(calling, host)
         if reason is not None:
             log.warning("rejected association from %s at %s: %s", calling, host, reason.name)
@@ -173,7 +175,7 @@ class StoreSCP:
             request = cast(C_STORE, event.request)
             request_uid = str(request.AffectedSOPInstanceUID or "")
             if not _UID.match(request_uid):
-                raise InvalidDatasetError(f"invalid SOP Instance UID in request ({_describe(request_uid)})")
+                raise InvalidDatasetError(f"request SOP Instance UID {_describe(request_uid)}")
             if self._index.contains(request_uid):
                 log.info("instance already stored, not stored again")
                 return int(Status.SUCCESS)
@@ -235,7 +237,7 @@ def _uid(ds: Dataset, keyword: str) -> str:
     value = ds.get(keyword)
     text = "" if value is None else str(value).strip("\0 ")
     if not _UID.match(text):
-        raise InvalidDatasetError(f"{keyword} missing or invalid ({_describe(text)})")
+        raise InvalidDatasetError(f"{keyword} {_describe(text)}")
     return text
 
 
@@ -248,11 +250,12 @@ def _int(ds: Dataset, keyword: str) -> int | None:
 
 
 def _describe(uid: str) -> str:
+    """Why a UID is invalid, short enough for an ErrorComment (64 characters)."""
     if not uid:
-        return "empty"
+        return "missing"
     if len(uid) > 64:
-        return f"{len(uid)} characters, DICOM allows 64"
-    return "characters other than digits and dots"
+        return f"has {len(uid)} chars, max 64"
+    return "has chars other than 0-9 and ."
 
 
 def _failure(status: Status, comment: str) -> Dataset:

@@ -112,12 +112,13 @@ def mark_item(conn: sqlite3.Connection, outbox_id: int, seq: int, state: str,
 
 def finish_delivery(conn: sqlite3.Connection, outbox_id: int, now: float) -> str:
     """Close a delivery whose items are all sent or refused; returns its final state."""
-    refused = conn.execute(
-        "SELECT count(*), min(error) FROM outbox_items WHERE outbox_id = ? AND state = 'refused'",
+    count, first = conn.execute(
+        "SELECT count(*), (SELECT error FROM outbox_items WHERE outbox_id = ?1 AND state = 'refused'"
+        " ORDER BY seq LIMIT 1) FROM outbox_items WHERE outbox_id = ?1 AND state = 'refused'",
         (outbox_id,),
     ).fetchone()
-    state = "failed" if refused[0] else "delivered"
-    error = f"{refused[0]} instance(s) refused; first: {refused[1]}" if refused[0] else None
+    state = "failed" if count else "delivered"
+    error = f"{count} instance(s) refused; first: {first}" if count else None
     conn.execute(
         "UPDATE outbox SET state = ?, last_error = ?, finished_at = ?, attempts = attempts + 1"
         " WHERE id = ?",

@@ -23,7 +23,7 @@ _FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 
 def uid_hash(uid: str) -> str:
-    return hashlib.sha256(uid.encode("ascii", "replace")).hexdigest()[:32]
+    return hashlib.sha256(uid.encode("utf-8", "surrogateescape")).hexdigest()[:32]
 
 
 class Spool:

@@ -22,7 +22,8 @@ def storescu(port: int, files: list[Path], *, called: str = "DICOMNODE", calling
                           env=dict(os.environ, TCP_NODELAY="1"))
 
 
-def echoscu(port: int, *, called: str = "DICOMNODE", calling: str = "ECHOSCU") -> subprocess.CompletedProcess[str]:
+def echoscu(port: int, *, called: str = "DICOMNODE",
+            calling: str = "ECHOSCU") -> subprocess.CompletedProcess[str]:
     return subprocess.run(["echoscu", "-aet", calling, "-aec", called, "127.0.0.1", str(port)],
                           capture_output=True, text=True, timeout=60)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from pydicom import Dataset
 from pydicom.dataset import FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID, UID, generate_uid
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 
 def ct_series(

@@ -16,8 +16,9 @@ from tests.support.ports import free_port, port_open, wait_for
 
 
 class NodeProcess:
-    def __init__(self, folder: Path, *, rules: list[dict[str, Any]], destinations: dict[str, Any] | None = None,
-                 ae_title: str = "DICOMNODE", port: int | None = None, **sections: Any) -> None:
+    def __init__(self, folder: Path, *, rules: list[dict[str, Any]],
+                 destinations: dict[str, Any] | None = None, ae_title: str = "DICOMNODE",
+                 port: int | None = None, **sections: Any) -> None:
         self.folder = folder
         self.ae_title = ae_title
         self.port = port or free_port()
