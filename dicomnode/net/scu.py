@@ -173,6 +173,7 @@ def _associate(peer: Peer, contexts: list[tuple[str, str]]) -> Association:
         kinds = ", ".join(sorted({str(cx.abstract_syntax) for cx in assoc.rejected_contexts}))
         raise _NoContextAccepted(f"{peer.ae_title} does not accept SOP class {kinds} in the files' "
                                  "transfer syntax")
-    if assoc.is_aborted:
-        raise DeliveryError(f"{where} aborted the association", permanent=False)
-    raise DeliveryError(f"cannot connect to {where}", permanent=False)
+    if assoc.acceptor.primitive is None:
+        raise DeliveryError(f"cannot connect to {where} (refused, unreachable or no answer)",
+                            permanent=False)
+    raise DeliveryError(f"{where} aborted the association", permanent=False)

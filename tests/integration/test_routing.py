@@ -180,3 +180,19 @@ def test_rules_check_cli_names_matching_rules(tmp_path: Path) -> None:
     assert "matches emergency-head-ct: run anomaly_triage" in out.stdout
     assert out.stdout.count("no rule matches") == 1
     assert str(len(head)) + " file(s)" in out.stdout
+
+
+def test_send_cli_delivers_a_folder_and_reports_refusals(tmp_path: Path, orthanc: Orthanc) -> None:
+    files = ct_series(tmp_path / "series", 3)
+    (tmp_path / "series" / "notes.txt").write_text("not DICOM")
+    cmd = [sys.executable, "-m", "dicomnode.cli", "send", str(tmp_path / "series"),
+           "--to", f"127.0.0.1:{orthanc.dicom_port}", "--aet", orthanc.aet]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "sent 3 of 3 file(s), skipped 1 non-DICOM" in out.stdout
+    assert orthanc.count_instances() == len(files)
+
+    down = subprocess.run([*cmd[:-4], "--to", f"127.0.0.1:{free_port()}", "--aet", "NOBODY"],
+                          capture_output=True, text=True, timeout=120)
+    assert down.returncode == 1
+    assert "cannot connect to NOBODY" in down.stderr
