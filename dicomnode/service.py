@@ -21,7 +21,7 @@ from dicomnode.rules import load_rules
 from dicomnode.series import SeriesMonitor
 from dicomnode.store import outbox
 from dicomnode.store.db import connect, initialise
-from dicomnode.store.index import Index, InstanceRecord
+from dicomnode.store.index import Index, InstanceRecord, int_attribute
 from dicomnode.store.spool import Spool
 
 log = logging.getLogger(__name__)
@@ -139,22 +139,15 @@ def _record_from_file(path: Path) -> InstanceRecord:
     data = path.read_bytes()
     ds = dcmread(BytesIO(data), stop_before_pixels=True)
 
-    def number(keyword: str) -> int | None:
-        value = ds.get(keyword)
-        try:
-            return None if value in (None, "") else int(value)
-        except (TypeError, ValueError):
-            return None
-
     return InstanceRecord(
         sop_instance_uid=str(ds.SOPInstanceUID),
         series_uid=str(ds.SeriesInstanceUID),
         study_uid=str(ds.StudyInstanceUID),
         sop_class_uid=str(ds.file_meta.MediaStorageSOPClassUID),
         transfer_syntax=str(ds.file_meta.TransferSyntaxUID),
-        instance_number=number("InstanceNumber"),
-        acquisition_number=number("AcquisitionNumber"),
-        images_in_acquisition=number("ImagesInAcquisition"),
+        instance_number=int_attribute(ds, "InstanceNumber"),
+        acquisition_number=int_attribute(ds, "AcquisitionNumber"),
+        images_in_acquisition=int_attribute(ds, "ImagesInAcquisition"),
         path=str(path),
         size=len(data),
         received_at=path.stat().st_mtime,

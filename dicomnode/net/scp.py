@@ -30,7 +30,7 @@ from dicomnode.errors import DicomNodeError, InvalidDatasetError, StorageFullErr
 from dicomnode.net.policy import PeerPolicy
 from dicomnode.net.sockets import set_nodelay_on_open
 from dicomnode.status import Status
-from dicomnode.store.index import Index, InstanceRecord
+from dicomnode.store.index import Index, InstanceRecord, int_attribute
 from dicomnode.store.spool import Spool
 
 log = logging.getLogger(__name__)
@@ -215,9 +215,9 @@ class StoreSCP:
                 study_uid=_uid(ds, "StudyInstanceUID"),
                 sop_class_uid=str(cast(C_STORE, event.request).AffectedSOPClassUID),
                 transfer_syntax=str(event.context.transfer_syntax),
-                instance_number=_int(ds, "InstanceNumber"),
-                acquisition_number=_int(ds, "AcquisitionNumber"),
-                images_in_acquisition=_int(ds, "ImagesInAcquisition"),
+                instance_number=int_attribute(ds, "InstanceNumber"),
+                acquisition_number=int_attribute(ds, "AcquisitionNumber"),
+                images_in_acquisition=int_attribute(ds, "ImagesInAcquisition"),
                 path=str(self._spool.path_for(series_uid, sop_instance_uid)),
                 size=len(data),
                 received_at=time.time(),
@@ -239,14 +239,6 @@ def _uid(ds: Dataset, keyword: str) -> str:
     if not _UID.match(text):
         raise InvalidDatasetError(f"{keyword} {_describe(text)}")
     return text
-
-
-def _int(ds: Dataset, keyword: str) -> int | None:
-    try:
-        value = ds.get(keyword)
-        return None if value in (None, "") else int(value)
-    except (ValueError, TypeError):
-        return None
 
 
 def _describe(uid: str) -> str:

@@ -16,6 +16,8 @@ from concurrent.futures import Future
 from dataclasses import astuple, dataclass, fields
 from pathlib import Path
 
+from pydicom import Dataset
+
 from dicomnode.store.db import connect
 
 log = logging.getLogger(__name__)
@@ -38,6 +40,15 @@ class InstanceRecord:
     received_at: float
     calling_ae: str
     peer_host: str
+
+
+def int_attribute(ds: Dataset, keyword: str) -> int | None:
+    """An IS/US attribute as int; None when absent or malformed (it must not block storage)."""
+    try:
+        value = ds.get(keyword)
+        return None if value in (None, "") else int(value)
+    except (ValueError, TypeError):
+        return None
 
 
 _COLUMNS = ", ".join(f.name for f in fields(InstanceRecord))
