@@ -1,0 +1,133 @@
+"""Preparing a CT series for a model: checks, slice order, Hounsfield units, brain mask, grids.
+
+Every check that fails raises `SeriesRejected` with a reason a PACS administrator can act
+on; a generator never guesses with input it was not built for.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from pydicom import Dataset
+from pydicom.pixels.processing import apply_modality_lut
+from scipy import ndimage
+
+from dicomnode.errors import DicomNodeError
+
+log = logging.getLogger(__name__)
+
+_AXIAL_TOLERANCE = 0.9  # |cos| between the slice normal and the patient's z axis
+
+
+class SeriesRejected(DicomNodeError):
+    """The series is not something this generator can process; the reason says why."""
+
+
+@dataclass(frozen=True)
+class CtVolume:
+    """Slices in head-to-foot order as stored by position, in HU, with their datasets."""
+
+    hu: np.ndarray  # (slices, rows, columns) float32
+    datasets: list[Dataset]
+    pixel_spacing: tuple[float, float]  # (row, column) mm
+    slice_spacing: float  # mm between slice centres
+
+    @property
+    def voxel_ml(self) -> float:
+        return self.pixel_spacing[0] * self.pixel_spacing[1] * self.slice_spacing / 1000.0
+
+
+def load_ct_volume(datasets: Sequence[Dataset], *, min_slices: int = 3) -> CtVolume:
+    """Validate and stack an axial CT series; raises SeriesRejected with the first problem found."""
+    if not datasets:
+        raise SeriesRejected("the series has no instances")
+    modalities = {str(ds.get("Modality", "")) for ds in datasets}
+    if modalities != {"CT"}:
+        raise SeriesRejected(f"not a CT series (Modality {', '.join(sorted(modalities))})")
+    images = [ds for ds in datasets if "PixelData" in ds]
+    if len(images) != len(datasets):
+        raise SeriesRejected(f"{len(datasets) - len(images)} instance(s) have no pixel data")
+    for ds in images:
+        image_type = [str(v).upper() for v in ds.get("ImageType", [])]
+        if "LOCALIZER" in image_type:
+            raise SeriesRejected("the series is a localizer (scout)")
+    sizes = {(int(ds.Rows), int(ds.Columns)) for ds in images}
+    if len(sizes) != 1:
+        raise SeriesRejected(f"slices of different sizes: {sorted(sizes)}")
+    frames = {int(ds.get("NumberOfFrames", 1) or 1) for ds in images}
+    if frames != {1}:
+        raise SeriesRejected("multi-frame CT is not supported")
+    if len(images) < min_slices:
+        raise SeriesRejected(f"{len(images)} slice(s); at least {min_slices} are needed")
+    normal = _slice_normal(images[0])
+    for ds in images[1:]:
+        if not np.allclose(_slice_normal(ds), normal, atol=1e-3):
+            raise SeriesRejected("slices have different orientations")
+    if abs(normal[2]) < _AXIAL_TOLERANCE:
+        raise SeriesRejected("not an axial series (slice normal is not along the patient's z axis)")
+    positions = [float(np.dot(normal, _position(ds))) for ds in images]
+    order = np.argsort(positions)
+    ordered = [images[i] for i in order]
+    sorted_positions = np.asarray([positions[i] for i in order])
+    gaps = np.diff(sorted_positions)
+    if np.any(gaps < 1e-3):
+        raise SeriesRejected("two or more slices share the same position")
+    spacing = [float(v) for v in ordered[0].get("PixelSpacing", [])]
+    if len(spacing) != 2 or min(spacing) <= 0:
+        raise SeriesRejected("PixelSpacing is missing or invalid")
+    try:
+        hu = np.stack([apply_modality_lut(ds.pixel_array, ds).astype(np.float32) for ds in ordered])
+    except Exception as exc:  # a codec that is not installed, or damaged pixel data
+        raise SeriesRejected(f"pixel data cannot be decoded: {exc}") from exc
+    return CtVolume(hu, ordered, (spacing[0], spacing[1]), float(np.median(gaps)))
+
+
+def _slice_normal(ds: Dataset) -> np.ndarray:
+    try:
+        iop = np.asarray([float(v) for v in ds.ImageOrientationPatient], dtype=float)
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise SeriesRejected("ImageOrientationPatient is missing or invalid") from exc
+    if iop.shape != (6,):
+        raise SeriesRejected("ImageOrientationPatient must have 6 values")
+    normal = np.cross(iop[:3], iop[3:])
+    norm = np.linalg.norm(normal)
+    if norm < 1e-6:
+        raise SeriesRejected("ImageOrientationPatient is degenerate")
+    return np.asarray(normal / norm)
+
+
+def _position(ds: Dataset) -> np.ndarray:
+    try:
+        return np.asarray([float(v) for v in ds.ImagePositionPatient], dtype=float)
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise SeriesRejected("ImagePositionPatient is missing or invalid") from exc
+
+
+def brain_mask(hu: np.ndarray) -> np.ndarray:
+    """Intracranial soft tissue: inside the skull, between CSF and blood densities.
+
+    Per slice: bone (> 300 HU) is closed and filled; what lies inside the filled skull but
+    is not bone, and is within [-15, 120] HU, is brain (haemorrhage and infarct included).
+    """
+    mask = np.zeros(hu.shape, dtype=bool)
+    for i, image in enumerate(hu):
+        bone = image > 300
+        if bone.sum() < 50:
+            continue
+        closed = ndimage.binary_closing(bone, structure=np.ones((5, 5)), iterations=2)
+        inside = ndimage.binary_fill_holes(closed) & ~ndimage.binary_dilation(closed, iterations=2)
+        soft = inside & (image > -15) & (image < 120)
+        mask[i] = ndimage.binary_opening(soft, iterations=2)
+    return mask
+
+
+def resample_slices(stack: np.ndarray, shape: tuple[int, int], order: int = 1) -> np.ndarray:
+    """Resize every slice of (slices, rows, cols) to `shape` (the whole field of view)."""
+    if stack.shape[1:] == shape:
+        return stack.astype(np.float32, copy=False)
+    factors = (1.0, shape[0] / stack.shape[1], shape[1] / stack.shape[2])
+    out = ndimage.zoom(stack, factors, order=order, grid_mode=True, mode="nearest")
+    return np.asarray(out[:, : shape[0], : shape[1]], dtype=np.float32)
