@@ -30,11 +30,13 @@ class Router:
         rules: Sequence[Rule],
         destinations: Mapping[str, Destination],
         wake: Callable[[str], None],
+        wake_jobs: Callable[[], None],
     ) -> None:
         self._conn = conn
         self._rules = rules
         self._destinations = destinations
         self._wake = wake
+        self._wake_jobs = wake_jobs
 
     def route(self, series_uid: str) -> list[Route]:
         conn = self._conn
@@ -71,7 +73,8 @@ class Router:
                         woken.add(dest)
                 if route.run is not None:
                     outbox.enqueue_job(conn, series_uid, route.rule, route.run, route.params,
-                                       [self._resolve(n, calling_ae) or n for n in route.send_to],
+                                       [self._resolve(n, calling_ae) or f"{ORIGIN}:{calling_ae}"
+                                        for n in route.send_to],
                                        now)
             conn.execute("UPDATE series SET state = 'routed' WHERE series_uid = ?"
                          " AND state = 'complete'", (series_uid,))
@@ -82,6 +85,8 @@ class Router:
         _log_routes(series_uid, len(instances), routes)
         for dest in woken:
             self._wake(dest)
+        if any(route.run for route in routes):
+            self._wake_jobs()
         return routes
 
     def _resolve(self, name: str, calling_ae: str) -> str | None:

@@ -15,6 +15,10 @@ from pydicom import dcmread
 from dicomnode.config import Config
 from dicomnode.delivery import DeliveryWorker
 from dicomnode.dispatch import Router
+from dicomnode.engines import EngineRegistry
+from dicomnode.generators import Generator
+from dicomnode.generators.anomaly_triage import AnomalyTriage
+from dicomnode.jobs import JobWorker
 from dicomnode.net.policy import PeerPolicy
 from dicomnode.net.scp import StoreSCP
 from dicomnode.rules import load_rules
@@ -41,6 +45,12 @@ class Node:
         self._scp: StoreSCP | None = None
         self._monitor: SeriesMonitor | None = None
         self._workers: dict[str, DeliveryWorker] = {}
+        self.engines = EngineRegistry(config.engines, data_dir)
+        self.generators: dict[str, Generator] = {
+            "anomaly_triage": AnomalyTriage(self.engines, config.anomaly_triage),
+        }
+        self._jobs = JobWorker(self.db_path, Spool(data_dir / "results", self.spool.min_free_bytes),
+                               self.generators, config.destinations, self._wake)
         self._stopped = threading.Event()
 
     @property
@@ -60,7 +70,9 @@ class Node:
             worker = DeliveryWorker(self.db_path, name, dest, cfg.node.ae_title, cfg.outbox)
             self._workers[name] = worker
             worker.start()
-        router = Router(connect(self.db_path), self.rules, cfg.destinations, self._wake)
+        self.engines.start()
+        self._jobs.start()
+        router = Router(connect(self.db_path), self.rules, cfg.destinations, self._wake, self._jobs.wake)
         self._monitor = SeriesMonitor(self.db_path, cfg.series, router.route, time.time)
         self._monitor.start()
         self._scp = StoreSCP(cfg.node, self.spool, self._index, PeerPolicy(cfg.node.allowed_peers))
@@ -77,6 +89,8 @@ class Node:
             self._scp.stop()
         if self._monitor is not None:
             self._monitor.stop()
+        self._jobs.stop()
+        self.engines.close()
         for worker in self._workers.values():
             worker.stop()
         if self._index is not None:

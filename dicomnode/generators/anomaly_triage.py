@@ -1,0 +1,229 @@
+"""Anomaly-map triage for non-contrast head CT.
+
+A feed-forward model turns every slice into a pseudo-healthy version of itself; where the
+real slice differs from it inside the brain, something is there that healthy anatomy
+does not explain. The scores, in order:
+
+1. difference d = |HU − pseudo-healthy HU|, both clipped to the model's HU window, inside
+   the brain mask, smoothed with a Gaussian of `smoothing_mm`;
+2. excess a = max(d − `noise_floor_hu`, 0): noise and small model errors count for nothing;
+3. slice score = the anomalous area of the slice in cm² (pixels with a > 0);
+4. raw study score = anomalous volume in ml, each voxel weighted by its excess in units of
+   `noise_floor_hu` and capped at 3 (bright, certain blood weighs more than faint texture);
+5. study score (0-100) = 100 × (1 − exp(−raw / `calibration_ml`)): monotone, so ranking is
+   unchanged, and calibrated on held-out phantoms so that the configured thresholds
+   (`urgent`, `critical`) separate the categories.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from io import BytesIO
+from typing import Any, Protocol
+
+import numpy as np
+from pydicom import Dataset
+from pydicom.uid import generate_uid
+from scipy import ndimage
+
+from dicomnode.engines import Engine
+from dicomnode.errors import ConfigError
+from dicomnode.generators.base import GeneratorOutput, TriageSummary
+from dicomnode.generators.ct import CtVolume, brain_mask, load_ct_volume, resample_slices
+from dicomnode.outputs import (
+    AlgorithmInfo,
+    SliceFinding,
+    TriageFinding,
+    heatmap_secondary_capture,
+    triage_report,
+)
+
+log = logging.getLogger(__name__)
+
+CATEGORIES = ("critical", "urgent", "routine")
+
+
+@dataclass(frozen=True)
+class TriageSettings:
+    model: str = "anomaly_triage"
+    critical: float = 70.0
+    urgent: float = 40.0
+    noise_floor_hu: float = 10.0
+    smoothing_mm: float = 1.5
+    calibration_ml: float = 2.0
+    output_slices: str = "anomalous"  # all | anomalous
+    slice_threshold_cm2: float = 0.1  # with output_slices: anomalous
+    top_slices: int = 3
+
+    @classmethod
+    def from_params(cls, *layers: Mapping[str, Any]) -> TriageSettings:
+        """Merge settings (later layers win) and validate them, naming the bad key."""
+        known = {f.name: f for f in fields(cls)}
+        values: dict[str, Any] = {}
+        for layer in layers:
+            for key, value in layer.items():
+                if key not in known:
+                    raise ConfigError(f"anomaly_triage.{key}: unknown setting (known: {', '.join(known)})")
+                default = known[key].default
+                numeric = isinstance(value, int | float) and not isinstance(value, bool)
+                if isinstance(default, float) and numeric:
+                    value = float(value)
+                if type(value) is not type(default):
+                    expected = type(default).__name__
+                    raise ConfigError(f"anomaly_triage.{key}: expected {expected}, got {value!r}")
+                values[key] = value
+        settings = cls(**values)
+        if settings.output_slices not in ("all", "anomalous"):
+            raise ConfigError("anomaly_triage.output_slices: expected all or anomalous")
+        if not 0 <= settings.urgent <= settings.critical <= 100:
+            raise ConfigError("anomaly_triage: need 0 <= urgent <= critical <= 100")
+        if settings.calibration_ml <= 0 or settings.top_slices < 1:
+            raise ConfigError("anomaly_triage: calibration_ml and top_slices must be positive")
+        return settings
+
+    def category(self, score: float) -> str:
+        if score >= self.critical:
+            return "critical"
+        if score >= self.urgent:
+            return "urgent"
+        return "routine"
+
+
+@dataclass(frozen=True)
+class TriageAnalysis:
+    volume: CtVolume
+    pseudo_healthy: np.ndarray  # HU, same shape as volume.hu
+    anomaly: np.ndarray  # excess HU (a above), same shape
+    slice_scores: np.ndarray  # cm² per slice
+    raw_ml: float
+    score: float
+    category: str
+
+    def top_slices(self, count: int) -> list[int]:
+        order = np.argsort(-self.slice_scores, kind="stable")
+        return [int(i) for i in order[:count] if self.slice_scores[i] > 0]
+
+    def region(self, index: int) -> tuple[int, int, int, int] | None:
+        """(row0, col0, row1, col1) of the anomalous pixels of a slice, or None."""
+        rows, cols = np.nonzero(self.anomaly[index] > 0)
+        if rows.size == 0:
+            return None
+        return int(rows.min()), int(cols.min()), int(rows.max()), int(cols.max())
+
+
+def analyse(datasets: Sequence[Dataset], engine: Engine, settings: TriageSettings) -> TriageAnalysis:
+    """The whole computation, from datasets to scores; no DICOM is written here."""
+    return analyse_volume(load_ct_volume(datasets), engine, settings)
+
+
+def analyse_volume(volume: CtVolume, engine: Engine, settings: TriageSettings) -> TriageAnalysis:
+    manifest = engine.manifest
+    spec = manifest.inputs[0]
+    grid = _model_grid(spec.shape, manifest, volume.hu.shape[1:])
+    window = manifest.preprocessing.hu_window or (-1024.0, 3071.0)
+    clipped = np.clip(volume.hu, *window)
+    model_input = manifest.preprocessing.apply(resample_slices(clipped, grid))
+    outputs = engine.run(model_input[:, None, :, :].astype(spec.numpy_dtype))
+    restored = np.asarray(next(iter(outputs.values())), dtype=np.float32).reshape(model_input.shape)
+    pseudo = resample_slices(np.clip(manifest.preprocessing.invert(restored), *window),
+                             (volume.hu.shape[1], volume.hu.shape[2]))
+    mask = brain_mask(volume.hu)
+    difference = np.abs(clipped - pseudo) * mask
+    sigma_px = (0.0, settings.smoothing_mm / volume.pixel_spacing[0],
+                settings.smoothing_mm / volume.pixel_spacing[1])
+    smoothed = ndimage.gaussian_filter(difference, sigma=sigma_px) * mask
+    excess = np.maximum(smoothed - settings.noise_floor_hu, 0.0).astype(np.float32)
+    pixel_cm2 = volume.pixel_spacing[0] * volume.pixel_spacing[1] / 100.0
+    slice_scores = (excess > 0).sum(axis=(1, 2)) * pixel_cm2
+    weight = np.minimum(excess / settings.noise_floor_hu, 3.0)
+    raw_ml = float(weight.sum() * volume.voxel_ml)
+    score = float(100.0 * (1.0 - np.exp(-raw_ml / settings.calibration_ml)))
+    return TriageAnalysis(volume, pseudo, excess, slice_scores, raw_ml, score, settings.category(score))
+
+
+def _model_grid(shape: Sequence[int | str], manifest: Any, native: tuple[int, ...]) -> tuple[int, int]:
+    """The model's fixed rows/columns, or the optimal ones for dynamic dimensions."""
+    dims = []
+    for dim in shape[-2:]:
+        dims.append(dim if isinstance(dim, int) else manifest.dim_range(dim).opt)
+    return int(dims[0]), int(dims[1])
+
+
+class AnomalyTriage:
+    """The `anomaly_triage` generator: heat-map Secondary Captures and a TID 1500 report."""
+
+    name = "anomaly_triage"
+
+    def __init__(self, engines: EngineSource, defaults: Mapping[str, Any]) -> None:
+        self._engines = engines
+        self._defaults = dict(defaults)
+        TriageSettings.from_params(self._defaults)  # refuse bad configuration at start-up
+
+    def run(self, datasets: Sequence[Dataset], params: Mapping[str, Any]) -> GeneratorOutput:
+        settings = TriageSettings.from_params(self._defaults, params)
+        engine = self._engines.get(settings.model)
+        analysis = analyse(datasets, engine, settings)
+        algorithm = AlgorithmInfo(
+            name=engine.manifest.name,
+            version=engine.manifest.version,
+            parameters={"noise_floor_hu": f"{settings.noise_floor_hu:g}",
+                        "calibration_ml": f"{settings.calibration_ml:g}"},
+        )
+        sources = analysis.volume.datasets
+        series_number = _result_series_number(sources[0])
+        heatmap_series = generate_uid()
+        wanted = range(len(sources)) if settings.output_slices == "all" else [
+            i for i, s in enumerate(analysis.slice_scores) if s >= settings.slice_threshold_cm2]
+        top = analysis.top_slices(settings.top_slices)
+        # The most anomalous slice (or, with no finding, the middle one) is always shown.
+        shown = top[0] if top else len(sources) // 2
+        heatmaps: dict[int, Dataset] = {}
+        for number, index in enumerate(sorted(set(wanted) | {shown}), start=1):
+            heatmaps[index] = heatmap_secondary_capture(
+                sources[index], analysis.anomaly[index], series_uid=heatmap_series,
+                series_number=series_number, instance_number=number, algorithm=algorithm,
+                slice_score=float(analysis.slice_scores[index]))
+        finding = TriageFinding(
+            score=analysis.score,
+            category=analysis.category,
+            top_slices=[SliceFinding(sources[i], float(analysis.slice_scores[i]), analysis.region(i))
+                        for i in top],
+        )
+        report = triage_report(sources, finding, series_uid=generate_uid(),
+                               series_number=series_number + 1, algorithm=algorithm)
+        objects = [*heatmaps.values(), report]
+        most = top[0] if top else None
+        log.info("anomaly triage: score %.1f (%s), raw %.2f ml, %d slice(s) with findings",
+                 analysis.score, analysis.category, analysis.raw_ml, int((analysis.slice_scores > 0).sum()))
+        return GeneratorOutput(objects, TriageSummary(
+            score=analysis.score,
+            category=analysis.category,
+            top_slice_sop_uid=str(sources[most].SOPInstanceUID) if most is not None else None,
+            top_slice_index=most,
+            thumbnail_png=_thumbnail(heatmaps[shown]),
+            details={"raw_ml": analysis.raw_ml, "model": algorithm.name, "version": algorithm.version},
+        ))
+
+
+class EngineSource(Protocol):
+    def get(self, name: str) -> Engine: ...
+
+
+def _result_series_number(source: Dataset) -> int:
+    """Result series numbers follow the source's, in a range scanners leave free."""
+    try:
+        return 9000 + int(source.get("SeriesNumber") or 0) % 900
+    except (TypeError, ValueError):
+        return 9000
+
+
+def _thumbnail(sc: Dataset, size: int = 256) -> bytes:
+    from PIL import Image
+
+    image = Image.fromarray(np.asarray(sc.pixel_array, dtype=np.uint8))
+    image.thumbnail((size, size))
+    buffer = BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()

@@ -1,0 +1,125 @@
+"""The anomaly-triage pipeline with hand-made models whose right answers are known.
+
+`identity` restores nothing, so every anomaly map is empty; `clip45` caps every value at
+45 HU (healthy parenchyma), so exactly the hyperdense blood shows as anomalous.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+import yaml
+from pydicom import Dataset
+
+pytest.importorskip("onnx", reason="the test models are built with onnx (test extra)")
+import onnx
+from onnx import TensorProto, helper
+
+from dicomnode.config import EnginesConfig
+from dicomnode.engines import EngineRegistry
+from dicomnode.engines.manifest import file_sha256
+from dicomnode.errors import ConfigError
+from dicomnode.generators.anomaly_triage import AnomalyTriage, TriageSettings
+from tests.support.dciodvfy import validate
+from tests.support.dicomdata import ct_series
+
+WINDOW = (-20.0, 120.0)
+
+
+def _write_model(zoo: Path, name: str, nodes: list[onnx.NodeProto],
+                 initializers: list[onnx.TensorProto]) -> None:
+    folder = zoo / name
+    folder.mkdir(parents=True)
+    shape = ["batch", 1, 64, 64]
+    graph = helper.make_graph(
+        nodes, name,
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("restored", TensorProto.FLOAT, shape)],
+        initializers,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    onnx.save(model, folder / "model.onnx")
+    tensor = {"dtype": "float32", "layout": "NCHW", "shape": shape}
+    manifest = {
+        "name": name, "version": "0.0.1", "task": "test", "sha256": file_sha256(folder / "model.onnx"),
+        "inputs": [{"name": "image", **tensor}], "outputs": [{"name": "restored", **tensor}],
+        "dynamic_dims": {"batch": {"min": 1, "opt": 4, "max": 16}},
+        "preprocessing": {"hu_window": list(WINDOW), "normalize": "unit"},
+        "training": {"command": "none", "seed": 0, "data": "none", "date": "2026-01-01"},
+    }
+    (folder / "manifest.yaml").write_text(yaml.safe_dump(manifest))
+    (folder / "card.md").write_text("test model, not for diagnosis\n")
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> EngineRegistry:
+    zoo = tmp_path_factory.mktemp("zoo")
+    _write_model(zoo, "identity", [helper.make_node("Identity", ["image"], ["restored"])], [])
+    cap = (45.0 - WINDOW[0]) / (WINDOW[1] - WINDOW[0])
+    _write_model(zoo, "clip45", [helper.make_node("Min", ["image", "cap"], ["restored"])],
+                 [helper.make_tensor("cap", TensorProto.FLOAT, [], [cap])])
+    config = EnginesConfig(backend="onnxruntime", models_dir=zoo, load="first_use", batch_size=4)
+    return EngineRegistry(config, tmp_path_factory.mktemp("data"), warmup=False)
+
+
+def head_series(folder: Path, bleed_slices: set[int]) -> list[Dataset]:
+    """Axial slices of a skull ring around 35 HU brain; some with a 70 HU haemorrhage."""
+    datasets = [pydicom.dcmread(p) for p in ct_series(folder, 6, rows=64, columns=64)]
+    yy, xx = np.mgrid[:64, :64]
+    radius = np.hypot(yy - 32, xx - 32)
+    for i, ds in enumerate(datasets):
+        hu = np.full((64, 64), -1000.0)
+        hu[radius < 30] = 1000.0
+        hu[radius < 25] = 35.0
+        if i in bleed_slices:
+            hu[np.hypot(yy - 28, xx - 36) < 5] = 70.0
+        ds.PixelData = (hu + 1024).astype(np.int16).tobytes()
+    return datasets
+
+
+def test_identity_model_finds_nothing_and_writes_valid_objects(registry: EngineRegistry,
+                                                               tmp_path: Path) -> None:
+    series = head_series(tmp_path / "in", bleed_slices={2, 3})
+    output = AnomalyTriage(registry, {}).run(series, {"model": "identity"})
+    assert output.triage is not None
+    assert output.triage.score == 0.0 and output.triage.category == "routine"
+    assert output.triage.top_slice_sop_uid is None
+    heatmaps, report = output.objects[:-1], output.objects[-1]
+    assert len(heatmaps) == 1  # the middle slice, shown even without a finding
+    assert report.Modality == "SR"
+    for i, ds in enumerate(output.objects):
+        assert ds.StudyInstanceUID == series[0].StudyInstanceUID
+        assert ds.SeriesDescription.startswith("AI")
+        path = tmp_path / f"out{i}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        assert validate(path) == []
+
+
+def test_hyperdense_blood_is_found_on_its_slices(registry: EngineRegistry, tmp_path: Path) -> None:
+    series = head_series(tmp_path / "in", bleed_slices={2, 3})
+    generator = AnomalyTriage(registry, {"calibration_ml": 0.05})
+    output = generator.run(series, {"model": "clip45", "noise_floor_hu": 10.0, "slice_threshold_cm2": 0.05})
+    summary = output.triage
+    assert summary is not None
+    assert summary.top_slice_index in (2, 3)
+    assert summary.score > 40 and summary.category in ("urgent", "critical")
+    assert summary.thumbnail_png is not None and summary.thumbnail_png.startswith(b"\x89PNG")
+    referenced = {ds.SourceImageSequence[0].ReferencedSOPInstanceUID for ds in output.objects[:-1]}
+    assert referenced == {series[2].SOPInstanceUID, series[3].SOPInstanceUID}
+    healthy = generator.run(head_series(tmp_path / "healthy", set()), {"model": "clip45"})
+    assert healthy.triage is not None and healthy.triage.score == 0.0
+
+
+def test_settings_are_validated_naming_the_key() -> None:
+    with pytest.raises(ConfigError, match=r"anomaly_triage\.critcal"):
+        TriageSettings.from_params({"critcal": 80})
+    with pytest.raises(ConfigError, match=r"anomaly_triage\.urgent: expected float"):
+        TriageSettings.from_params({"urgent": "high"})
+    with pytest.raises(ConfigError, match="urgent <= critical"):
+        TriageSettings.from_params({"urgent": 90, "critical": 50})
+    settings = TriageSettings.from_params({"critical": 80}, {"critical": 60, "urgent": 30})
+    assert (settings.critical, settings.urgent) == (60.0, 30.0)
+    assert [settings.category(s) for s in (10, 30, 60)] == ["routine", "urgent", "critical"]
