@@ -1,0 +1,352 @@
+"""The triage worklist: one row per study, in SQLite beside the node's index.
+
+Order of the list (what a radiologist reads first):
+
+1. critical results;
+2. failed studies: triage could not run, so the study must be read without it and nobody
+   may assume it is harmless; they rank just below confirmed critical findings;
+3. urgent results;
+4. studies still being processed, and results without a category;
+5. routine results.
+
+Within a rank: higher score first (no score last), then the longest waiting first.
+Acknowledged studies keep their place; clients filter them out with ``acknowledged=False``.
+
+A study that already has a result keeps it when another of its series arrives
+(`record_pending`), so a critical finding never disappears behind "processing". A new
+result replaces the old one; if it is more severe than the acknowledged one, the
+acknowledgement is cleared so that the escalation is seen.
+"""
+
+from __future__ import annotations
+
+import builtins
+import logging
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, cast
+
+from dicomnode.store.db import connect
+
+log = logging.getLogger(__name__)
+
+Category = Literal["critical", "urgent", "routine"]
+State = Literal["pending", "done", "failed"]
+CATEGORIES: tuple[Category, ...] = ("critical", "urgent", "routine")
+STATES: tuple[State, ...] = ("pending", "done", "failed")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS worklist (
+    study_uid TEXT PRIMARY KEY,
+    series_uid TEXT,
+    accession_number TEXT NOT NULL DEFAULT '',
+    patient_name TEXT NOT NULL DEFAULT '',
+    patient_id TEXT NOT NULL DEFAULT '',
+    study_description TEXT NOT NULL DEFAULT '',
+    arrived_at REAL NOT NULL,
+    result_at REAL,
+    score REAL,
+    category TEXT CHECK (category IN ('critical', 'urgent', 'routine')),
+    top_slice_sop_uid TEXT,
+    top_slice_index INTEGER,
+    thumbnail BLOB,
+    state TEXT NOT NULL CHECK (state IN ('pending', 'done', 'failed')),
+    error TEXT,
+    acknowledged_by TEXT,
+    acknowledged_at REAL
+);
+CREATE INDEX IF NOT EXISTS worklist_by_state ON worklist (state, category);
+"""
+
+# Lower ranks are read first; see the module docstring.
+_RANK = """
+CASE
+    WHEN category = 'critical' THEN 0
+    WHEN state = 'failed' THEN 1
+    WHEN category = 'urgent' THEN 2
+    WHEN category = 'routine' THEN 4
+    ELSE 3
+END
+"""
+_SEVERITY = {"critical": 0, "urgent": 1, "routine": 2}
+
+_COLUMNS = (
+    "study_uid, series_uid, accession_number, patient_name, patient_id, study_description, arrived_at,"
+    " result_at, score, category, top_slice_sop_uid, top_slice_index, thumbnail IS NOT NULL AS has_thumbnail,"
+    " state, error, acknowledged_by, acknowledged_at"
+)
+
+
+@dataclass(frozen=True)
+class TriageEntry:
+    """A triage result, as the anomaly-triage generator hands it over."""
+
+    study_uid: str
+    series_uid: str
+    accession_number: str
+    patient_name: str
+    patient_id: str
+    study_description: str
+    arrived_at: float  # first instance of the series received (epoch seconds)
+    result_at: float
+    score: float | None
+    category: Category | None
+    top_slice_sop_uid: str | None = None
+    top_slice_index: int | None = None
+    thumbnail_png: bytes | None = None  # heat map on the most anomalous slice
+
+
+@dataclass(frozen=True)
+class WorklistEntry:
+    """One study on the worklist, as stored (the thumbnail is fetched on its own)."""
+
+    study_uid: str
+    series_uid: str | None
+    accession_number: str
+    patient_name: str
+    patient_id: str
+    study_description: str
+    arrived_at: float
+    result_at: float | None
+    score: float | None
+    category: Category | None
+    top_slice_sop_uid: str | None
+    top_slice_index: int | None
+    has_thumbnail: bool
+    state: State
+    error: str | None
+    acknowledged_by: str | None
+    acknowledged_at: float | None
+
+    @property
+    def acknowledged(self) -> bool:
+        return self.acknowledged_at is not None
+
+    def waiting_seconds(self, now: float) -> float:
+        """Time since arrival, stopped when someone acknowledged the study."""
+        end = self.acknowledged_at if self.acknowledged_at is not None else now
+        return max(0.0, end - self.arrived_at)
+
+
+class WorklistStore:
+    """Thread-safe access to the worklist table; creates it if needed (idempotent)."""
+
+    def __init__(self, db_path: Path) -> None:
+        db_path.parent.mkdir(parents=True, exist_ok=True)
+        self._conn = connect(db_path)
+        self._lock = threading.Lock()
+        self._conn.executescript(SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def record_pending(
+        self,
+        study_uid: str,
+        *,
+        series_uid: str | None = None,
+        accession_number: str = "",
+        patient_name: str = "",
+        patient_id: str = "",
+        study_description: str = "",
+        arrived_at: float | None = None,
+    ) -> None:
+        """A study arrived and is being processed. An existing result is kept; a failure is retried."""
+        arrived = time.time() if arrived_at is None else arrived_at
+        with self._lock:
+            self._conn.execute(
+                "INSERT INTO worklist (study_uid, series_uid, accession_number, patient_name, patient_id,"
+                " study_description, arrived_at, state) VALUES (?, ?, ?, ?, ?, ?, ?, 'pending')"
+                " ON CONFLICT (study_uid) DO UPDATE SET"
+                " series_uid = COALESCE(worklist.series_uid, excluded.series_uid),"
+                " accession_number = COALESCE(NULLIF(worklist.accession_number, ''),"
+                "   excluded.accession_number),"
+                " patient_name = COALESCE(NULLIF(worklist.patient_name, ''), excluded.patient_name),"
+                " patient_id = COALESCE(NULLIF(worklist.patient_id, ''), excluded.patient_id),"
+                " study_description = COALESCE(NULLIF(worklist.study_description, ''),"
+                "   excluded.study_description),"
+                " arrived_at = MIN(worklist.arrived_at, excluded.arrived_at),"
+                " state = CASE WHEN worklist.state = 'done' THEN 'done' ELSE 'pending' END,"
+                " error = CASE WHEN worklist.state = 'done' THEN worklist.error ELSE NULL END",
+                (study_uid, series_uid, accession_number, patient_name, patient_id, study_description,
+                 arrived),
+            )
+        log.info("worklist: study %s pending", study_uid)
+
+    def record_result(self, entry: TriageEntry) -> None:
+        """Store a triage result; it replaces an earlier one for the same study."""
+        if entry.category is not None and entry.category not in CATEGORIES:
+            raise ValueError(f"unknown triage category {entry.category!r}")
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                row = self._conn.execute(
+                    "SELECT category, acknowledged_at FROM worklist WHERE study_uid = ?", (entry.study_uid,)
+                ).fetchone()
+                keep_ack = row is not None and not _escalates(row["category"], entry.category)
+                self._conn.execute(
+                    "INSERT INTO worklist (study_uid, series_uid, accession_number, patient_name, patient_id,"
+                    " study_description, arrived_at, result_at, score, category, top_slice_sop_uid,"
+                    " top_slice_index, thumbnail, state)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'done')"
+                    " ON CONFLICT (study_uid) DO UPDATE SET"
+                    " series_uid = excluded.series_uid,"
+                    " accession_number = COALESCE(NULLIF(excluded.accession_number, ''),"
+                    "   worklist.accession_number),"
+                    " patient_name = COALESCE(NULLIF(excluded.patient_name, ''), worklist.patient_name),"
+                    " patient_id = COALESCE(NULLIF(excluded.patient_id, ''), worklist.patient_id),"
+                    " study_description = COALESCE(NULLIF(excluded.study_description, ''),"
+                    "   worklist.study_description),"
+                    " arrived_at = MIN(worklist.arrived_at, excluded.arrived_at),"
+                    " result_at = excluded.result_at, score = excluded.score, category = excluded.category,"
+                    " top_slice_sop_uid = excluded.top_slice_sop_uid,"
+                    " top_slice_index = excluded.top_slice_index, thumbnail = excluded.thumbnail,"
+                    " state = 'done', error = NULL",
+                    (entry.study_uid, entry.series_uid, entry.accession_number, entry.patient_name,
+                     entry.patient_id, entry.study_description, entry.arrived_at, entry.result_at,
+                     entry.score, entry.category, entry.top_slice_sop_uid, entry.top_slice_index,
+                     entry.thumbnail_png),
+                )
+                if row is not None and row["acknowledged_at"] is not None and not keep_ack:
+                    self._conn.execute(
+                        "UPDATE worklist SET acknowledged_by = NULL, acknowledged_at = NULL"
+                        " WHERE study_uid = ?",
+                        (entry.study_uid,),
+                    )
+                    log.warning("worklist: study %s escalated to %s; acknowledgement cleared",
+                                entry.study_uid, entry.category)
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+        log.info("worklist: study %s triaged as %s (score %s)", entry.study_uid, entry.category, entry.score)
+
+    def record_failure(
+        self,
+        study_uid: str,
+        error: str,
+        *,
+        series_uid: str | None = None,
+        accession_number: str = "",
+        study_description: str = "",
+        arrived_at: float | None = None,
+        failed_at: float | None = None,
+    ) -> None:
+        """Triage failed for the study; it stays visible (flagged) with the reason."""
+        now = time.time() if failed_at is None else failed_at
+        arrived = now if arrived_at is None else arrived_at
+        with self._lock:
+            self._conn.execute(
+                "INSERT INTO worklist (study_uid, series_uid, accession_number, study_description,"
+                " arrived_at, result_at, state, error) VALUES (?, ?, ?, ?, ?, ?, 'failed', ?)"
+                " ON CONFLICT (study_uid) DO UPDATE SET"
+                " series_uid = COALESCE(worklist.series_uid, excluded.series_uid),"
+                " accession_number = COALESCE(NULLIF(worklist.accession_number, ''),"
+                "   excluded.accession_number),"
+                " study_description = COALESCE(NULLIF(worklist.study_description, ''),"
+                "   excluded.study_description),"
+                " arrived_at = MIN(worklist.arrived_at, excluded.arrived_at),"
+                " result_at = excluded.result_at, state = 'failed', error = excluded.error",
+                (study_uid, series_uid, accession_number, study_description, arrived, now, error),
+            )
+        log.warning("worklist: triage of study %s failed: %s", study_uid, error)
+
+    def acknowledge(self, study_uid: str, by: str, *, at: float | None = None) -> bool:
+        """Mark a study as seen; False if it is unknown. The first acknowledgement is kept."""
+        now = time.time() if at is None else at
+        with self._lock:
+            cur = self._conn.execute(
+                "UPDATE worklist SET acknowledged_by = COALESCE(acknowledged_by, ?),"
+                " acknowledged_at = COALESCE(acknowledged_at, ?) WHERE study_uid = ?",
+                (by, now, study_uid),
+            )
+        found = cur.rowcount > 0
+        if found:
+            log.info("worklist: study %s acknowledged", study_uid)
+        return found
+
+    def ping(self) -> None:
+        """Raise if the database does not answer (for health checks)."""
+        with self._lock:
+            self._conn.execute("SELECT 1 FROM worklist LIMIT 1").fetchall()
+
+    def get(self, study_uid: str) -> WorklistEntry | None:
+        with self._lock:
+            row = self._conn.execute(
+                f"SELECT {_COLUMNS} FROM worklist WHERE study_uid = ?", (study_uid,)
+            ).fetchone()
+        return None if row is None else _entry(row)
+
+    def thumbnail(self, study_uid: str) -> bytes | None:
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT thumbnail FROM worklist WHERE study_uid = ?", (study_uid,)
+            ).fetchone()
+        return None if row is None or row["thumbnail"] is None else bytes(row["thumbnail"])
+
+    def list(
+        self,
+        category: str | None = None,
+        state: str | None = None,
+        acknowledged: bool | None = None,
+    ) -> builtins.list[WorklistEntry]:
+        """Studies, most urgent first (see the module docstring). `category="none"` selects uncategorised."""
+        where: list[str] = []
+        params: list[Any] = []
+        if category is not None:
+            if category == "none":
+                where.append("category IS NULL")
+            elif category in CATEGORIES:
+                where.append("category = ?")
+                params.append(category)
+            else:
+                raise ValueError(
+                    f"unknown category {category!r} (expected one of critical, urgent, routine, none)"
+                )
+        if state is not None:
+            if state not in STATES:
+                raise ValueError(f"unknown state {state!r} (expected one of pending, done, failed)")
+            where.append("state = ?")
+            params.append(state)
+        if acknowledged is not None:
+            where.append("acknowledged_at IS NOT NULL" if acknowledged else "acknowledged_at IS NULL")
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        sql = (f"SELECT {_COLUMNS} FROM worklist{clause}"
+               f" ORDER BY {_RANK}, score IS NULL, score DESC, arrived_at ASC, study_uid")
+        with self._lock:
+            rows = self._conn.execute(sql, params).fetchall()
+        return [_entry(r) for r in rows]
+
+
+def _escalates(old: str | None, new: str | None) -> bool:
+    """Whether a new category is more severe than the one that was acknowledged."""
+    if new is None:
+        return False
+    # Acknowledged before any result (read without triage): only urgent or critical re-surface it.
+    return _SEVERITY[new] < _SEVERITY[old or "routine"]
+
+
+def _entry(row: sqlite3.Row) -> WorklistEntry:
+    return WorklistEntry(
+        study_uid=row["study_uid"],
+        series_uid=row["series_uid"],
+        accession_number=row["accession_number"],
+        patient_name=row["patient_name"],
+        patient_id=row["patient_id"],
+        study_description=row["study_description"],
+        arrived_at=row["arrived_at"],
+        result_at=row["result_at"],
+        score=row["score"],
+        category=cast(Category | None, row["category"]),
+        top_slice_sop_uid=row["top_slice_sop_uid"],
+        top_slice_index=row["top_slice_index"],
+        has_thumbnail=bool(row["has_thumbnail"]),
+        state=cast(State, row["state"]),
+        error=row["error"],
+        acknowledged_by=row["acknowledged_by"],
+        acknowledged_at=row["acknowledged_at"],
+    )

@@ -1,0 +1,160 @@
+"""The worklist store: ordering, state transitions, acknowledgement, persistence."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from dicomnode.worklist.store import WorklistStore
+from tests.unit.worklist.helpers import tiny_png, triage_entry
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> WorklistStore:
+    return WorklistStore(tmp_path / "index.sqlite3")
+
+
+def order(store: WorklistStore, **filters: object) -> list[str]:
+    return [e.study_uid for e in store.list(**filters)]  # type: ignore[arg-type]
+
+
+def test_categories_rank_critical_then_urgent_then_routine(store: WorklistStore) -> None:
+    store.record_result(triage_entry("1.1", "routine", 90.0))
+    store.record_result(triage_entry("1.2", "urgent", 10.0))
+    store.record_result(triage_entry("1.3", "critical", 5.0))
+    assert order(store) == ["1.3", "1.2", "1.1"]
+
+
+def test_within_a_category_higher_score_first_then_longest_waiting(store: WorklistStore) -> None:
+    store.record_result(triage_entry("2.1", "urgent", 50.0, arrived_at=300.0))
+    store.record_result(triage_entry("2.2", "urgent", 60.0, arrived_at=400.0))
+    store.record_result(triage_entry("2.3", "urgent", 50.0, arrived_at=100.0))
+    store.record_result(triage_entry("2.4", "urgent", None, arrived_at=50.0))
+    assert order(store) == ["2.2", "2.3", "2.1", "2.4"]
+
+
+def test_failed_studies_rank_below_critical_above_urgent(store: WorklistStore) -> None:
+    store.record_result(triage_entry("3.1", "urgent", 99.0))
+    store.record_result(triage_entry("3.2", "critical", 80.0))
+    store.record_failure("3.3", "engine crashed", accession_number="ACC33", arrived_at=10.0)
+    store.record_pending("3.4", arrived_at=5.0)
+    store.record_result(triage_entry("3.5", "routine", 1.0))
+    assert order(store) == ["3.2", "3.3", "3.1", "3.4", "3.5"]
+    failed = store.get("3.3")
+    assert failed is not None
+    assert (failed.state, failed.error, failed.accession_number) == ("failed", "engine crashed", "ACC33")
+
+
+def test_pending_then_result_then_new_series_keeps_the_result(store: WorklistStore) -> None:
+    store.record_pending("4.1", series_uid="4.1.1", accession_number="A41", patient_name="Roe^Ann",
+                         patient_id="P41", study_description="CT Head", arrived_at=100.0)
+    entry = store.get("4.1")
+    assert entry is not None and entry.state == "pending" and entry.category is None
+    store.record_result(triage_entry("4.1", "critical", 88.0, arrived_at=120.0, accession_number=""))
+    store.record_pending("4.1", series_uid="4.1.2", arrived_at=200.0)
+    entry = store.get("4.1")
+    assert entry is not None
+    assert (entry.state, entry.category, entry.score) == ("done", "critical", 88.0)
+    assert entry.arrived_at == 100.0  # waiting time counts from the first arrival
+    assert entry.accession_number == "A41"  # not blanked by a result without one
+
+
+def test_failure_then_retry_then_result(store: WorklistStore) -> None:
+    store.record_failure("5.1", "out of memory", arrived_at=10.0)
+    store.record_pending("5.1", arrived_at=20.0)
+    entry = store.get("5.1")
+    assert entry is not None and (entry.state, entry.error) == ("pending", None)
+    store.record_result(triage_entry("5.1", "routine", 12.0))
+    entry = store.get("5.1")
+    assert entry is not None and (entry.state, entry.category) == ("done", "routine")
+
+
+def test_filters(store: WorklistStore) -> None:
+    store.record_result(triage_entry("6.1", "critical", 90.0))
+    store.record_result(triage_entry("6.2", "routine", 5.0))
+    store.record_failure("6.3", "boom")
+    store.record_pending("6.4")
+    assert store.acknowledge("6.2", "dr a")
+    assert order(store, category="critical") == ["6.1"]
+    assert order(store, category="none") == ["6.3", "6.4"]
+    assert order(store, state="failed") == ["6.3"]
+    assert order(store, state="pending") == ["6.4"]
+    assert order(store, acknowledged=True) == ["6.2"]
+    assert order(store, acknowledged=False) == ["6.1", "6.3", "6.4"]
+    with pytest.raises(ValueError, match="unknown category"):
+        store.list(category="severe")
+    with pytest.raises(ValueError, match="unknown state"):
+        store.list(state="running")
+
+
+def test_acknowledge_keeps_the_first_and_stops_the_clock(store: WorklistStore) -> None:
+    store.record_result(triage_entry("7.1", "urgent", 50.0, arrived_at=1000.0))
+    assert store.acknowledge("7.1", "dr first", at=1600.0)
+    assert store.acknowledge("7.1", "dr second", at=1700.0)
+    assert not store.acknowledge("7.404", "dr first")
+    entry = store.get("7.1")
+    assert entry is not None
+    assert (entry.acknowledged, entry.acknowledged_by, entry.acknowledged_at) == (True, "dr first", 1600.0)
+    assert entry.waiting_seconds(now=99999.0) == 600.0
+
+
+def test_escalation_clears_the_acknowledgement(store: WorklistStore) -> None:
+    store.record_result(triage_entry("8.1", "routine", 20.0))
+    store.acknowledge("8.1", "dr a")
+    store.record_result(triage_entry("8.1", "routine", 25.0))
+    entry = store.get("8.1")
+    assert entry is not None and entry.acknowledged  # same severity: stays acknowledged
+    store.record_result(triage_entry("8.1", "critical", 85.0))
+    entry = store.get("8.1")
+    assert entry is not None and not entry.acknowledged and entry.category == "critical"
+
+
+def test_thumbnail_round_trip(store: WorklistStore) -> None:
+    png = tiny_png((255, 0, 0))
+    store.record_result(triage_entry("9.1", "critical", 80.0, thumbnail=png))
+    store.record_result(triage_entry("9.2", "routine", 1.0))
+    assert store.thumbnail("9.1") == png
+    assert store.thumbnail("9.2") is None
+    assert store.thumbnail("9.404") is None
+    first, second = store.list()
+    assert first.has_thumbnail and not second.has_thumbnail
+
+
+def test_unknown_category_is_refused(store: WorklistStore) -> None:
+    with pytest.raises(ValueError, match="unknown triage category"):
+        store.record_result(triage_entry("10.1", "severe", 1.0))  # type: ignore[arg-type]
+    assert store.get("10.1") is None
+
+
+def test_the_list_survives_a_restart(tmp_path: Path) -> None:
+    db = tmp_path / "index.sqlite3"
+    first = WorklistStore(db)
+    first.record_result(triage_entry("11.1", "routine", 10.0))
+    first.record_result(triage_entry("11.2", "critical", 90.0, thumbnail=tiny_png((1, 2, 3))))
+    first.acknowledge("11.1", "dr a")
+    first.close()
+    second = WorklistStore(db)  # creating the table again is harmless
+    assert [e.study_uid for e in second.list()] == ["11.2", "11.1"]
+    entry = second.get("11.1")
+    assert entry is not None and entry.acknowledged_by == "dr a"
+    assert second.thumbnail("11.2") == tiny_png((1, 2, 3))
+    second.close()
+
+
+def test_shares_the_node_database_in_wal_mode(tmp_path: Path) -> None:
+    db = tmp_path / "index.sqlite3"
+    from dicomnode.store.db import initialise
+
+    initialise(db)
+    store = WorklistStore(db)
+    store.record_pending("12.1")
+    conn = sqlite3.connect(db)
+    try:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        assert {"worklist", "instances", "outbox"} <= tables
+    finally:
+        conn.close()
+        store.close()
