@@ -71,6 +71,10 @@ def _parser() -> argparse.ArgumentParser:
     for p, action in ((e_list, "list"), (e_build, "build"), (e_bench, "bench")):
         p.add_argument("--config", type=Path, help="YAML configuration (default: embedded)")
         p.set_defaults(func=_engines, action=action)
+
+    worklist = sub.add_parser("worklist", help="print the triage worklist, most urgent first")
+    worklist.add_argument("--config", type=Path, help="YAML configuration (default: embedded)")
+    worklist.set_defaults(func=_worklist)
     return parser
 
 
@@ -139,6 +143,12 @@ def _engines(args: argparse.Namespace) -> int:
         return int(commands.cmd_build(config, args.model, args.precision))
     sizes = [int(s) for s in args.batch_sizes.split(",") if s.strip()]
     return int(commands.cmd_bench(config, args.model, sizes, args.iterations))
+
+
+def _worklist(args: argparse.Namespace) -> int:
+    from dicomnode.worklist.commands import cmd_worklist
+
+    return cmd_worklist(load_config(args.config))
 
 
 if __name__ == "__main__":

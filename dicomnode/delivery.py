@@ -20,6 +20,7 @@ from dicomnode.errors import DeliveryError
 from dicomnode.net import scu
 from dicomnode.store import outbox
 from dicomnode.store.db import connect
+from dicomnode.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +39,9 @@ def backoff(attempts: int, config: OutboxConfig) -> float:
 
 class DeliveryWorker:
     def __init__(self, db_path: Path, name: str, destination: Destination, calling_ae: str,
-                 config: OutboxConfig) -> None:
+                 config: OutboxConfig, telemetry: Telemetry | None = None) -> None:
         self.name = name
+        self._telemetry = telemetry
         self._db_path = db_path
         self._peer = scu.Peer(destination.host, destination.port, destination.ae_title,
                               destination.calling_ae_title or calling_ae, config.timeout_seconds)
@@ -66,6 +68,9 @@ class DeliveryWorker:
             while not self._stop.is_set():
                 self._wake.clear()
                 try:
+                    if self._telemetry is not None:
+                        pending = outbox.backlog(conn).get(self.name, 0)
+                        self._telemetry.outbox_pending.labels(destination=self.name).set(pending)
                     due = outbox.next_due(conn, self.name, time.time())
                     if due is not None:
                         self._deliver(conn, due)
@@ -111,6 +116,8 @@ class DeliveryWorker:
             scu.send_files(self._peer, files, on_sent, on_refused)
         except DeliveryError as exc:
             now = time.time()
+            if self._telemetry is not None:
+                self._telemetry.delivery_failures.labels(destination=self.name).inc()
             if exc.permanent:
                 outbox.fail_delivery(conn, due.id, str(exc), now)
                 log.error("delivery of series %s to %s failed for good: %s", due.series_uid,

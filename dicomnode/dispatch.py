@@ -19,6 +19,7 @@ from pydicom import dcmread
 from dicomnode.config import Destination
 from dicomnode.rules import ORIGIN, Route, Rule, match, series_attributes
 from dicomnode.store import outbox
+from dicomnode.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,9 @@ class Router:
         destinations: Mapping[str, Destination],
         wake: Callable[[str], None],
         wake_jobs: Callable[[], None],
+        telemetry: Telemetry | None = None,
     ) -> None:
+        self._telemetry = telemetry
         self._conn = conn
         self._rules = rules
         self._destinations = destinations
@@ -83,6 +86,9 @@ class Router:
             conn.execute("ROLLBACK")
             raise
         _log_routes(series_uid, len(instances), routes)
+        if self._telemetry is not None:
+            for route in routes:
+                self._telemetry.rules_fired.labels(rule=route.rule).inc()
         for dest in woken:
             self._wake(dest)
         if any(route.run for route in routes):

@@ -13,13 +13,13 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from pydicom import dcmread
+from pydicom import Dataset, dcmread
 from pydicom.filewriter import dcmwrite
 
 from dicomnode.generators import Generator, GeneratorOutput, SeriesRejected
@@ -41,21 +41,28 @@ class Job:
     params: dict[str, Any]
     send_to: list[str]
     created_at: float
+    arrived_at: float  # the series' first instance
 
 
-ResultHook = Callable[[Job, GeneratorOutput | None, str | None], None]
+class JobObserver(Protocol):
+    """Told when a job starts and how it ended (the worklist and metrics listen here)."""
+
+    def started(self, job: Job, datasets: Sequence[Dataset]) -> None: ...
+
+    def finished(self, job: Job, datasets: Sequence[Dataset], output: GeneratorOutput | None,
+                 error: str | None, seconds: float) -> None: ...
 
 
 class JobWorker:
     def __init__(self, db_path: Path, results: Spool, generators: Mapping[str, Generator],
                  destinations: Collection[str], wake_delivery: Callable[[str], None],
-                 on_finished: ResultHook | None = None) -> None:
+                 observer: JobObserver | None = None) -> None:
         self._db_path = db_path
         self._destinations = set(destinations)
         self._results = results
         self._generators = generators
         self._wake_delivery = wake_delivery
-        self._on_finished = on_finished
+        self._observer = observer
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="jobs", daemon=True)
@@ -108,30 +115,35 @@ class JobWorker:
             return None
         marks = ", ".join("?" for _ in names)
         row = conn.execute(
-            "SELECT id, series_uid, rule, generator, params, send_to, created_at FROM jobs"
-            f" WHERE state = 'pending' AND generator IN ({marks}) ORDER BY id LIMIT 1",
+            "SELECT j.id, j.series_uid, j.rule, j.generator, j.params, j.send_to, j.created_at,"
+            " coalesce(s.first_received, j.created_at) FROM jobs j"
+            " LEFT JOIN series s ON s.series_uid = j.series_uid"
+            f" WHERE j.state = 'pending' AND j.generator IN ({marks}) ORDER BY j.id LIMIT 1",
             names,
         ).fetchone()
         if row is None:
             return None
         conn.execute("UPDATE jobs SET state = 'running', updated_at = ? WHERE id = ?", (time.time(), row[0]))
-        return Job(row[0], row[1], row[2], row[3], json.loads(row[4]), json.loads(row[5]), row[6])
+        return Job(row[0], row[1], row[2], row[3], json.loads(row[4]), json.loads(row[5]), row[6], row[7])
 
     def _process(self, conn: sqlite3.Connection, job: Job) -> None:
         started = time.monotonic()
+        datasets: list[Dataset] = []
         try:
             paths = [r[0] for r in conn.execute(
                 "SELECT path FROM instances WHERE series_uid = ?"
                 " ORDER BY instance_number IS NULL, instance_number, sop_instance_uid", (job.series_uid,))]
             datasets = [dcmread(p) for p in paths]
+            self._tell("started", job, datasets)
             output = self._generators[job.generator].run(datasets, job.params)
+            seconds = time.monotonic() - started
             stored = [self._store(ds) for ds in output.objects]
         except SeriesRejected as exc:
-            self._fail(conn, job, f"series rejected: {exc}")
+            self._fail(conn, job, datasets, f"series rejected: {exc}", time.monotonic() - started)
             return
         except Exception as exc:
             log.exception("job %d (%s on series %s) failed", job.id, job.generator, job.series_uid)
-            self._fail(conn, job, f"{type(exc).__name__}: {exc}")
+            self._fail(conn, job, datasets, f"{type(exc).__name__}: {exc}", time.monotonic() - started)
             return
         now = time.time()
         conn.execute("BEGIN IMMEDIATE")
@@ -152,7 +164,7 @@ class JobWorker:
                  job.series_uid, len(stored), time.monotonic() - started)
         for destination in job.send_to:
             self._wake_delivery(destination)
-        self._notify(job, output, None)
+        self._tell("finished", job, datasets, output, None, seconds)
 
     def _store(self, ds: Any) -> tuple[str, str]:
         buffer = BytesIO()
@@ -161,16 +173,17 @@ class JobWorker:
         self._results.write(path, buffer.getvalue())
         return str(ds.SOPInstanceUID), str(path)
 
-    def _fail(self, conn: sqlite3.Connection, job: Job, reason: str) -> None:
+    def _fail(self, conn: sqlite3.Connection, job: Job, datasets: list[Dataset], reason: str,
+              seconds: float) -> None:
         conn.execute("UPDATE jobs SET state = 'failed', updated_at = ?, error = ? WHERE id = ?",
                      (time.time(), reason, job.id))
         log.error("job %d (%s on series %s) failed: %s", job.id, job.generator, job.series_uid, reason)
-        self._notify(job, None, reason)
+        self._tell("finished", job, datasets, None, reason, seconds)
 
-    def _notify(self, job: Job, output: GeneratorOutput | None, error: str | None) -> None:
-        if self._on_finished is None:
+    def _tell(self, event: str, *args: Any) -> None:
+        if self._observer is None:
             return
         try:
-            self._on_finished(job, output, error)
-        except Exception:
-            log.exception("recording the result of job %d failed", job.id)
+            getattr(self._observer, event)(*args)
+        except Exception:  # the worklist must not be able to lose a result that is already stored
+            log.exception("the %s hook of job %d failed", event, args[0].id)

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from dicomnode.config import SeriesConfig
 from dicomnode.store.db import connect
+from dicomnode.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +116,8 @@ class SeriesMonitor:
     """A thread that completes series and hands each complete one to `route` (once)."""
 
     def __init__(self, db_path: Path, config: SeriesConfig, route: Callable[[str], object],
-                 clock: Callable[[], float]) -> None:
+                 clock: Callable[[], float], telemetry: Telemetry | None = None) -> None:
+        self._telemetry = telemetry
         self._db_path = db_path
         self._config = config
         self._route = route
@@ -132,7 +134,9 @@ class SeriesMonitor:
             self._thread.join()
 
     def run_once(self, conn: sqlite3.Connection) -> None:
-        complete_ready(conn, self._config, self._clock())
+        completed = complete_ready(conn, self._config, self._clock())
+        if self._telemetry is not None and completed:
+            self._telemetry.series_completed.inc(len(completed))
         for uid in series_awaiting_routing(conn):
             if self._stop.is_set():
                 return

@@ -9,6 +9,7 @@ import time
 from io import BytesIO
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from pydicom import dcmread
 
@@ -21,12 +22,18 @@ from dicomnode.generators.anomaly_triage import AnomalyTriage
 from dicomnode.jobs import JobWorker
 from dicomnode.net.policy import PeerPolicy
 from dicomnode.net.scp import StoreSCP
+from dicomnode.results import ResultRecorder
 from dicomnode.rules import load_rules
 from dicomnode.series import SeriesMonitor
 from dicomnode.store import outbox
 from dicomnode.store.db import connect, initialise
 from dicomnode.store.index import Index, InstanceRecord, int_attribute
 from dicomnode.store.spool import Spool
+from dicomnode.telemetry import Telemetry
+from dicomnode.worklist.hl7 import Hl7Notifier
+from dicomnode.worklist.hl7_queue import Hl7Queue
+from dicomnode.worklist.store import WorklistStore
+from dicomnode.worklist.web import WebServer, create_app
 
 log = logging.getLogger(__name__)
 
@@ -41,22 +48,30 @@ class Node:
         self.db_path = data_dir / "index.sqlite3"
         initialise(self.db_path)
         self.spool = Spool(data_dir / "spool", config.node.min_free_mb * 2**20)
-        self._index: Index | None = None
-        self._scp: StoreSCP | None = None
-        self._monitor: SeriesMonitor | None = None
-        self._workers: dict[str, DeliveryWorker] = {}
+        self.telemetry = Telemetry()
         self.engines = EngineRegistry(config.engines, data_dir)
         self.generators: dict[str, Generator] = {
             "anomaly_triage": AnomalyTriage(self.engines, config.anomaly_triage),
         }
-        self._jobs = JobWorker(self.db_path, Spool(data_dir / "results", self.spool.min_free_bytes),
-                               self.generators, config.destinations, self._wake)
+        self.worklist = WorklistStore(self.db_path)
+        self._index: Index | None = None
+        self._scp: StoreSCP | None = None
+        self._monitor: SeriesMonitor | None = None
+        self._jobs: JobWorker | None = None
+        self._hl7: Hl7Queue | None = None
+        self._web: WebServer | None = None
+        self._workers: dict[str, DeliveryWorker] = {}
         self._stopped = threading.Event()
 
     @property
     def port(self) -> int:
         assert self._scp is not None
         return self._scp.port
+
+    @property
+    def web_port(self) -> int:
+        assert self._web is not None
+        return self._web.port
 
     def start(self) -> None:
         cfg = self.config
@@ -67,21 +82,48 @@ class Node:
         self._reconcile(self._index)
         self._fail_orphaned_deliveries()
         for name, dest in cfg.destinations.items():
-            worker = DeliveryWorker(self.db_path, name, dest, cfg.node.ae_title, cfg.outbox)
+            worker = DeliveryWorker(self.db_path, name, dest, cfg.node.ae_title, cfg.outbox, self.telemetry)
             self._workers[name] = worker
             worker.start()
+        if cfg.worklist.hl7 is not None:
+            notifier = Hl7Notifier(cfg.worklist.hl7, sending_application=cfg.node.ae_title)
+            self._hl7 = Hl7Queue(self.db_path, self.worklist, notifier, cfg.outbox)
+            self._hl7.start()
         self.engines.start()
+        recorder = ResultRecorder(self.worklist, self.telemetry, self.engines.backend.name, self._hl7)
+        self._jobs = JobWorker(self.db_path, Spool(cfg.node.data_dir / "results", self.spool.min_free_bytes),
+                               self.generators, cfg.destinations, self._wake, recorder)
         self._jobs.start()
-        router = Router(connect(self.db_path), self.rules, cfg.destinations, self._wake, self._jobs.wake)
-        self._monitor = SeriesMonitor(self.db_path, cfg.series, router.route, time.time)
+        router = Router(connect(self.db_path), self.rules, cfg.destinations, self._wake, self._jobs.wake,
+                        self.telemetry)
+        self._monitor = SeriesMonitor(self.db_path, cfg.series, router.route, time.time, self.telemetry)
         self._monitor.start()
-        self._scp = StoreSCP(cfg.node, self.spool, self._index, PeerPolicy(cfg.node.allowed_peers))
+        self._scp = StoreSCP(cfg.node, self.spool, self._index, PeerPolicy(cfg.node.allowed_peers),
+                             self.telemetry)
         self._scp.start()
-        log.info("node started: %d rule(s) from %s, destinations: %s", len(self.rules), cfg.rules,
-                 ", ".join(cfg.destinations) or "none")
+        app = create_app(self.worklist, token=cfg.web.token, viewer_url=cfg.worklist.viewer_url,
+                         health=self.health, metrics=self.telemetry)
+        self._web = WebServer(app, cfg.web.host, cfg.web.port)
+        self._web.start()
+        log.info("node started: %d rule(s) from %s, destinations: %s, web on %s", len(self.rules),
+                 cfg.rules, ", ".join(cfg.destinations) or "none", self._web.url)
+
+    def health(self) -> dict[str, Any]:
+        conn = connect(self.db_path)
+        try:
+            backlog = outbox.backlog(conn)
+        finally:
+            conn.close()
+        listening = self._scp is not None and self._scp.listening
+        return {
+            "healthy": listening,
+            "dicom_listener": listening,
+            "engines_loaded": sorted(self.engines.loaded()),
+            "outbox_backlog": backlog,
+        }
 
     def stop(self) -> None:
-        """Stop in flow order: no new associations, finish stores, then routing, then sends."""
+        """Stop in flow order: no new associations, finish stores, then routing, jobs and sends."""
         if self._stopped.is_set():
             return
         self._stopped.set()
@@ -89,10 +131,15 @@ class Node:
             self._scp.stop()
         if self._monitor is not None:
             self._monitor.stop()
-        self._jobs.stop()
+        if self._jobs is not None:
+            self._jobs.stop()
         self.engines.close()
         for worker in self._workers.values():
             worker.stop()
+        if self._hl7 is not None:
+            self._hl7.stop()
+        if self._web is not None:
+            self._web.stop()
         if self._index is not None:
             self._index.close()
         log.info("node stopped; pending work resumes on the next start")

@@ -14,7 +14,7 @@ import threading
 import time
 from io import BytesIO
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import pydicom.uid as tsuid
 from pydicom import Dataset, dcmread
@@ -32,6 +32,7 @@ from dicomnode.net.sockets import set_nodelay_on_open
 from dicomnode.status import Status
 from dicomnode.store.index import Index, InstanceRecord, int_attribute
 from dicomnode.store.spool import Spool
+from dicomnode.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +72,10 @@ def _lenient_uid(value: Any) -> tuple[bool, str]:
 class StoreSCP:
     """Accepts associations on the node's address and stores what they send."""
 
-    def __init__(self, config: NodeConfig, spool: Spool, index: Index, policy: PeerPolicy) -> None:
+    def __init__(self, config: NodeConfig, spool: Spool, index: Index, policy: PeerPolicy,
+                 telemetry: Telemetry | None = None) -> None:
         self._config = config
+        self._telemetry = telemetry
         self._spool = spool
         self._index = index
         self._policy = policy
@@ -92,6 +95,10 @@ class StoreSCP:
         self._ae = ae
 
     @property
+    def listening(self) -> bool:
+        return self._server is not None
+
+    @property
     def port(self) -> int:
         assert self._server is not None
         return int(self._server.server_address[1])
@@ -101,6 +108,7 @@ class StoreSCP:
             (evt.EVT_CONN_OPEN, set_nodelay_on_open),
             (evt.EVT_REQUESTED, self._on_requested),
             (evt.EVT_ESTABLISHED, self._on_established),
+            (evt.EVT_REJECTED, self._on_rejected),
             (evt.EVT_C_ECHO, self._on_echo),
             (evt.EVT_C_STORE, self._on_store),
             (evt.EVT_RELEASED, self._on_released),
@@ -143,9 +151,20 @@ class StoreSCP:
             log.warning("rejected association from %s at %s: %s", calling, host, reason.name)
             assoc.acse.send_reject(*reason.triple)
             assoc.kill()
+            self._count_association("rejected")
+
+    def _on_rejected(self, event: evt.Event) -> None:
+        """pynetdicom's own rejections (wrong called AE title, too many associations)."""
+        log.warning("rejected association from %s", event.assoc.requestor.ae_title)
+        self._count_association("rejected")
+
+    def _count_association(self, result: Literal["accepted", "rejected"]) -> None:
+        if self._telemetry is not None:
+            self._telemetry.association(result)
 
     def _on_established(self, event: evt.Event) -> None:
         assoc = event.assoc
+        self._count_association("accepted")
         with self._lock:
             self._series_by_assoc[id(assoc)] = set()
         log.info("association from %s at %s:%s accepted", assoc.requestor.ae_title,
@@ -185,6 +204,8 @@ class StoreSCP:
             if self._index.add(record):
                 with self._lock:
                     self._series_by_assoc.setdefault(id(event.assoc), set()).add(record.series_uid)
+                if self._telemetry is not None:
+                    self._telemetry.instances_received.inc()
             return int(Status.SUCCESS)
         except StorageFullError as exc:
             log.error("refusing instance, out of resources: %s", exc)

@@ -33,8 +33,11 @@ class NodeProcess:
         series.update(sections.pop("series", {}))
         outbox = {"retry_start_seconds": 0.5, "retry_max_seconds": 2, "timeout_seconds": 10}
         outbox.update(sections.pop("outbox", {}))
+        self.web_port = free_port()
+        web = {"host": "127.0.0.1", "port": self.web_port}
+        web.update(sections.pop("web", {}))
         config = {"node": node, "series": series, "outbox": outbox, "rules": "rules.yaml",
-                  "destinations": destinations or {}, **sections}
+                  "destinations": destinations or {}, "web": web, **sections}
         self.config_path.write_text(yaml.safe_dump(config))
         self._process: subprocess.Popen[bytes] | None = None
 
