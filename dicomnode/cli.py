@@ -75,6 +75,19 @@ def _parser() -> argparse.ArgumentParser:
     worklist = sub.add_parser("worklist", help="print the triage worklist, most urgent first")
     worklist.add_argument("--config", type=Path, help="YAML configuration (default: embedded)")
     worklist.set_defaults(func=_worklist)
+
+    evaluate = sub.add_parser("evaluate", help="evaluate a generator on held-out phantoms")
+    evaluate.add_argument("generator", choices=["anomaly_triage"])
+    evaluate.add_argument("--model", default="anomaly_triage", help="model name in the zoo")
+    evaluate.add_argument("--studies", type=int, default=200, help="held-out studies (half healthy)")
+    evaluate.add_argument("--shifted", type=int, default=60,
+                          help="studies per shifted condition (0: reference set only)")
+    evaluate.add_argument("--matrix", type=int, default=256, help="phantom rows and columns")
+    evaluate.add_argument("--calibrate", type=int, default=0, metavar="N",
+                          help="first fit calibration_ml on N healthy calibration studies")
+    evaluate.add_argument("--write-card", action="store_true", help="write the tables into the model card")
+    evaluate.add_argument("--config", type=Path, help="YAML configuration (default: embedded)")
+    evaluate.set_defaults(func=_evaluate)
     return parser
 
 
@@ -143,6 +156,13 @@ def _engines(args: argparse.Namespace) -> int:
         return int(commands.cmd_build(config, args.model, args.precision))
     sizes = [int(s) for s in args.batch_sizes.split(",") if s.strip()]
     return int(commands.cmd_bench(config, args.model, sizes, args.iterations))
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from dicomnode.evaluation import cmd_evaluate
+
+    return cmd_evaluate(load_config(args.config), args.model, args.studies, args.shifted, args.matrix,
+                        args.calibrate, args.write_card)
 
 
 def _worklist(args: argparse.Namespace) -> int:

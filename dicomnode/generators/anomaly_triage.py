@@ -95,6 +95,7 @@ class TriageSettings:
 class TriageAnalysis:
     volume: CtVolume
     pseudo_healthy: np.ndarray  # HU, same shape as volume.hu
+    difference: np.ndarray  # smoothed |HU - pseudo-healthy| inside the brain (d above)
     anomaly: np.ndarray  # excess HU (a above), same shape
     slice_scores: np.ndarray  # cm² per slice
     raw_ml: float
@@ -140,7 +141,8 @@ def analyse_volume(volume: CtVolume, engine: Engine, settings: TriageSettings) -
     weight = np.minimum(excess / settings.noise_floor_hu, 3.0)
     raw_ml = float(weight.sum() * volume.voxel_ml)
     score = float(100.0 * (1.0 - np.exp(-raw_ml / settings.calibration_ml)))
-    return TriageAnalysis(volume, pseudo, excess, slice_scores, raw_ml, score, settings.category(score))
+    return TriageAnalysis(volume, pseudo, smoothed.astype(np.float32), excess, slice_scores, raw_ml, score,
+                          settings.category(score))
 
 
 def _model_grid(shape: Sequence[int | str], manifest: Any, native: tuple[int, ...]) -> tuple[int, int]:

@@ -1,0 +1,84 @@
+"""Anomaly triage end to end: storescu → node → model → SC + SR → a real Orthanc."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pydicom
+import pytest
+from pydicom import Dataset
+
+from tests.support.dcmtk import storescu
+from tests.support.dciodvfy import validate
+from tests.support.node import NodeProcess
+from tests.support.orthanc import Orthanc
+from tests.support.ports import wait_for
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+MODEL = REPO / "engines" / "anomaly_triage" / "model.onnx"
+
+TRIAGE_RULES = [{
+    "name": "emergency-head-ct",
+    "when": {"Modality": "CT", "BodyPartExamined": {"in": ["HEAD", "BRAIN"]}},
+    "run": "anomaly_triage",
+    "send_to": ["pacs"],
+}]
+
+
+def _score(report: Dataset) -> float:
+    """The study anomaly score (code DN0001) from the SR content tree."""
+    def walk(items: Any) -> float | None:
+        for item in items or []:
+            names = item.get("ConceptNameCodeSequence") or []
+            if item.get("ValueType") == "NUM" and names and names[0].CodeValue == "DN0001":
+                return float(item.MeasuredValueSequence[0].NumericValue)
+            found = walk(item.get("ContentSequence"))
+            if found is not None:
+                return found
+        return None
+
+    value = walk(report.ContentSequence)
+    assert value is not None, "no anomaly score in the report"
+    return value
+
+
+@pytest.mark.skipif(not MODEL.exists(), reason="the anomaly_triage model is not in the zoo")
+def test_haemorrhage_scores_above_healthy_and_results_reach_orthanc(tmp_path: Path, orthanc: Orthanc) -> None:
+    from dicomnode.phantoms import make_study, write_series
+
+    bleed = write_series(make_study(101, "ich", slice_thickness_mm=5.0, lesion_size="large", matrix=256),
+                         tmp_path / "bleed")
+    healthy = write_series(make_study(102, None, slice_thickness_mm=5.0, matrix=256), tmp_path / "healthy")
+    pacs = {"pacs": {"host": "127.0.0.1", "port": orthanc.dicom_port, "ae_title": orthanc.aet}}
+    with NodeProcess(tmp_path / "node", rules=TRIAGE_RULES, destinations=pacs,
+                     engines={"models_dir": str(REPO / "engines"), "backend": "onnxruntime"}) as node:
+        for files in (bleed, healthy):
+            result = storescu(node.port, files)
+            assert result.returncode == 0, result.stderr
+
+        def results() -> dict[str, list[Dataset]] | None:
+            found: dict[str, list[Dataset]] = {}
+            for oid in orthanc.instance_ids():
+                ds = pydicom.dcmread(__import__("io").BytesIO(orthanc.instance_file(oid)))
+                found.setdefault(str(ds.Modality), []).append(ds)
+            reports = found.get("SR", [])
+            return found if len(reports) == 2 and len(found.get("OT", [])) >= 2 else None
+
+        found = wait_for(results, 180, "two reports and their heat maps in Orthanc", interval=0.5)
+        rows = node.query("SELECT state, error FROM jobs")
+        assert rows == [("done", None), ("done", None)], node.log()[-3000:]
+
+    study_of = {pydicom.dcmread(bleed[0]).StudyInstanceUID: "bleed",
+                pydicom.dcmread(healthy[0]).StudyInstanceUID: "healthy"}
+    scores = {study_of[r.StudyInstanceUID]: _score(r) for r in found["SR"]}
+    assert scores["bleed"] > scores["healthy"], scores
+    for i, ds in enumerate(found["SR"] + found["OT"]):
+        assert ds.SeriesDescription.startswith("AI")
+        assert ds.StudyInstanceUID in study_of
+        path = tmp_path / f"result{i}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        assert validate(path) == [], f"{ds.Modality} {ds.SeriesDescription}"
+    assert all(ds.BurnedInAnnotation == "YES" for ds in found["OT"])
