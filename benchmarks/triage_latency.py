@@ -46,13 +46,14 @@ def main() -> int:
     parser.add_argument("--backend", default="onnxruntime", choices=["auto", "onnxruntime", "tensorrt"])
     parser.add_argument("--matrix", type=int, default=512)
     args = parser.parse_args()
-    print(f"machine: {os.cpu_count()} CPUs, {platform.processor() or platform.machine()}; backend {args.backend}")
+    cpu = platform.processor() or platform.machine()
+    print(f"machine: {os.cpu_count()} CPUs, {cpu}; backend {args.backend}")
     with tempfile.TemporaryDirectory(prefix="dicomnode-latency-") as tmp:
         work = Path(tmp)
         series = []
         for run in range(args.runs):
-            study = make_study(500 + run, "ich", slice_thickness_mm=5.0, coverage_mm=160.0, matrix=args.matrix,
-                               lesion_size="medium")
+            study = make_study(500 + run, "ich", slice_thickness_mm=5.0, coverage_mm=160.0,
+                               matrix=args.matrix, lesion_size="medium")
             series.append(write_series(study, work / f"series{run}"))
         print(f"{args.runs} phantom series of {len(series[0])} slices, {args.matrix}×{args.matrix}, 5 mm")
         rules = [{"name": "triage", "when": {"Modality": "CT"}, "run": "anomaly_triage", "send_to": ["pacs"]}]
@@ -72,8 +73,8 @@ def main() -> int:
                     if result.returncode != 0:
                         print(result.stderr, file=sys.stderr)
                         return 1
-                    wait_for(lambda uid=study_uid: results_stored(orthanc, uid), 300, "results in Orthanc",
-                             interval=0.02)
+                    wait_for(lambda uid=study_uid: results_stored(orthanc, uid), 300,
+                             "results in Orthanc", interval=0.02)
                     latency = time.monotonic() - acknowledged - GRACE
                     latencies.append(latency)
                     print(f"  run {run + 1}: {latency:.2f} s from last acknowledgement to results stored")

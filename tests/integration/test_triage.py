@@ -9,8 +9,8 @@ import pydicom
 import pytest
 from pydicom import Dataset
 
-from tests.support.dcmtk import storescu
 from tests.support.dciodvfy import validate
+from tests.support.dcmtk import storescu
 from tests.support.node import NodeProcess
 from tests.support.orthanc import Orthanc
 from tests.support.ports import wait_for
