@@ -80,7 +80,8 @@ def main() -> int:
                     print(f"  run {run + 1}: {latency:.2f} s from last acknowledgement to results stored")
                 jobs = re.findall(r"produced \d+ object\(s\) in ([0-9.]+) s", node.log())
                 compute = [float(s) for s in jobs]
-    print(f"latency (excluding the {GRACE:g} s release grace): median {statistics.median(latencies):.2f} s, "
+    median = statistics.median(latencies)
+    print(f"latency (excluding the {GRACE:g} s release grace): median {median:.2f} s, "
           f"min {min(latencies):.2f} s, max {max(latencies):.2f} s")
     if compute:
         print(f"of which the job itself (load, inference, outputs): median {statistics.median(compute):.2f} s")

@@ -21,7 +21,7 @@ def test_roc_auc_perfect_random_and_ties() -> None:
 
 def test_sensitivity_at_specificity() -> None:
     labels = np.array([0] * 10 + [1] * 4)
-    scores = np.array(list(range(10)) + [8.5, 9.5, 20, 30])
+    scores = np.array([*range(10), 8.5, 9.5, 20, 30])
     # 90 % specificity: threshold at the 9th negative (8): 8.5, 9.5, 20, 30 are above it
     assert metrics.sensitivity_at_specificity(labels, scores, 0.9) == 1.0
     # 100 % specificity: threshold at the largest negative (9): 9.5, 20, 30
