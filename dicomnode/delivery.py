@@ -7,9 +7,9 @@ refusal is recorded with its reason and not retried.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
-import threading
 import time
 from pathlib import Path
 
@@ -19,8 +19,8 @@ from dicomnode.config import Destination, OutboxConfig
 from dicomnode.errors import DeliveryError
 from dicomnode.net import scu
 from dicomnode.store import outbox
-from dicomnode.store.db import connect
 from dicomnode.telemetry import Telemetry
+from dicomnode.worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -37,55 +37,27 @@ def backoff(attempts: int, config: OutboxConfig) -> float:
                      config.retry_max_seconds))
 
 
-class DeliveryWorker:
+class DeliveryWorker(Worker):
     def __init__(self, db_path: Path, name: str, destination: Destination, calling_ae: str,
                  config: OutboxConfig, telemetry: Telemetry | None = None) -> None:
+        super().__init__(db_path, f"deliver-{name}")
         self.name = name
         self._telemetry = telemetry
-        self._db_path = db_path
         self._peer = scu.Peer(destination.host, destination.port, destination.ae_title,
                               destination.calling_ae_title or calling_ae, config.timeout_seconds)
         self._config = config
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"deliver-{name}", daemon=True)
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread.is_alive():
-            self._thread.join()
-
-    def _run(self) -> None:
-        conn = connect(self._db_path)
-        try:
-            while not self._stop.is_set():
-                self._wake.clear()
-                try:
-                    if self._telemetry is not None:
-                        pending = outbox.backlog(conn).get(self.name, 0)
-                        self._telemetry.outbox_pending.labels(destination=self.name).set(pending)
-                    due = outbox.next_due(conn, self.name, time.time())
-                    if due is not None:
-                        self._deliver(conn, due)
-                        continue
-                    wake_at = outbox.next_wake(conn, self.name)
-                except _Interrupted:
-                    return
-                except Exception:
-                    log.exception("delivery worker for %s failed; retrying", self.name)
-                    wake_at = None
-                wait = _IDLE_WAIT if wake_at is None else min(max(wake_at - time.time(), 0.0),
-                                                               _IDLE_WAIT)
-                self._wake.wait(wait)
-        finally:
-            conn.close()
+    def step(self, conn: sqlite3.Connection) -> float:
+        if self._telemetry is not None:
+            pending = outbox.backlog(conn).get(self.name, 0)
+            self._telemetry.outbox_pending.labels(destination=self.name).set(pending)
+        due = outbox.next_due(conn, self.name, time.time())
+        if due is not None:
+            with contextlib.suppress(_Interrupted):  # stopping: the rest waits for the next start
+                self._deliver(conn, due)
+            return 0.0
+        wake_at = outbox.next_wake(conn, self.name)
+        return _IDLE_WAIT if wake_at is None else min(max(wake_at - time.time(), 0.0), _IDLE_WAIT)
 
     def _deliver(self, conn: sqlite3.Connection, due: outbox.Delivery) -> None:
         items = outbox.pending_items(conn, due.id)
@@ -104,7 +76,7 @@ class DeliveryWorker:
             nonlocal sent
             sent += 1
             outbox.mark_item(conn, due.id, sendable[i].seq, "sent")
-            if self._stop.is_set():
+            if self.stopping:
                 raise _Interrupted
 
         def on_refused(i: int, reason: str) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-import threading
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from dicomnode.generators import Generator, GeneratorOutput, SeriesRejected
 from dicomnode.store import outbox
 from dicomnode.store.db import connect
 from dicomnode.store.spool import Spool
+from dicomnode.worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -53,19 +53,16 @@ class JobObserver(Protocol):
                  error: str | None, seconds: float) -> None: ...
 
 
-class JobWorker:
+class JobWorker(Worker):
     def __init__(self, db_path: Path, results: Spool, generators: Mapping[str, Generator],
                  destinations: Collection[str], wake_delivery: Callable[[str], None],
                  observer: JobObserver | None = None) -> None:
-        self._db_path = db_path
+        super().__init__(db_path, "jobs")
         self._destinations = set(destinations)
         self._results = results
         self._generators = generators
         self._wake_delivery = wake_delivery
         self._observer = observer
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="jobs", daemon=True)
 
     def start(self) -> None:
         conn = connect(self._db_path)
@@ -81,33 +78,14 @@ class JobWorker:
         for name, count in waiting:
             if name not in self._generators:
                 log.warning("%d job(s) wait for generator %s, which this node cannot run", count, name)
-        self._thread.start()
+        super().start()
 
-    def wake(self) -> None:
-        self._wake.set()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread.is_alive():
-            self._thread.join()
-
-    def _run(self) -> None:
-        conn = connect(self._db_path)
-        try:
-            while not self._stop.is_set():
-                self._wake.clear()
-                try:
-                    job = self._claim(conn)
-                except Exception:
-                    log.exception("cannot read the job queue")
-                    job = None
-                if job is None:
-                    self._wake.wait(_IDLE_WAIT)
-                    continue
-                self._process(conn, job)
-        finally:
-            conn.close()
+    def step(self, conn: sqlite3.Connection) -> float:
+        job = self._claim(conn)
+        if job is None:
+            return _IDLE_WAIT
+        self._process(conn, job)
+        return 0.0
 
     def _claim(self, conn: sqlite3.Connection) -> Job | None:
         names = list(self._generators)

@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from dicomnode.config import SeriesConfig
-from dicomnode.store.db import connect
 from dicomnode.telemetry import Telemetry
+from dicomnode.worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -112,48 +111,30 @@ def series_awaiting_routing(conn: sqlite3.Connection) -> list[str]:
     )]
 
 
-class SeriesMonitor:
+class SeriesMonitor(Worker):
     """A thread that completes series and hands each complete one to `route` (once)."""
 
     def __init__(self, db_path: Path, config: SeriesConfig, route: Callable[[str], object],
                  clock: Callable[[], float], telemetry: Telemetry | None = None) -> None:
+        super().__init__(db_path, "series-monitor")
         self._telemetry = telemetry
-        self._db_path = db_path
         self._config = config
         self._route = route
         self._clock = clock
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="series-monitor", daemon=True)
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join()
+    def step(self, conn: sqlite3.Connection) -> float:
+        self.run_once(conn)
+        return self._config.poll_seconds
 
     def run_once(self, conn: sqlite3.Connection) -> None:
         completed = complete_ready(conn, self._config, self._clock())
         if self._telemetry is not None and completed:
             self._telemetry.series_completed.inc(len(completed))
         for uid in series_awaiting_routing(conn):
-            if self._stop.is_set():
+            if self.stopping:
                 return
             try:
                 self._route(uid)
             except Exception:
                 # Left 'complete': retried on the next pass rather than lost.
                 log.exception("routing series %s failed; will retry", uid)
-
-    def _run(self) -> None:
-        conn = connect(self._db_path)
-        try:
-            while not self._stop.is_set():
-                try:
-                    self.run_once(conn)
-                except Exception:
-                    log.exception("series monitor pass failed")
-                self._stop.wait(self._config.poll_seconds)
-        finally:
-            conn.close()

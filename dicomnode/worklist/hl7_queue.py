@@ -8,13 +8,14 @@ as it is then, so a retry carries the latest category and score.
 from __future__ import annotations
 
 import logging
-import threading
+import sqlite3
 import time
 from pathlib import Path
 
 from dicomnode.config import OutboxConfig
 from dicomnode.delivery import backoff
 from dicomnode.store.db import connect
+from dicomnode.worker import Worker
 from dicomnode.worklist.hl7 import Hl7DeliveryError, Hl7Notifier
 from dicomnode.worklist.store import WorklistStore
 
@@ -23,16 +24,13 @@ log = logging.getLogger(__name__)
 _IDLE_WAIT = 5.0
 
 
-class Hl7Queue:
+class Hl7Queue(Worker):
     def __init__(self, db_path: Path, store: WorklistStore, notifier: Hl7Notifier,
                  config: OutboxConfig) -> None:
-        self._db_path = db_path
+        super().__init__(db_path, "hl7")
         self._store = store
         self._notifier = notifier
         self._config = config
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="hl7", daemon=True)
 
     def enqueue(self, study_uid: str) -> None:
         conn = connect(self._db_path)
@@ -42,39 +40,23 @@ class Hl7Queue:
                          " VALUES (?, 'pending', ?, ?)", (study_uid, now, now))
         finally:
             conn.close()
-        self._wake.set()
+        self.wake()
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread.is_alive():
-            self._thread.join()
-
-    def _run(self) -> None:
-        conn = connect(self._db_path)
-        try:
-            while not self._stop.is_set():
-                self._wake.clear()
-                row = conn.execute(
-                    "SELECT id, study_uid, attempts FROM hl7_outbox WHERE state = 'pending'"
-                    " AND next_attempt <= ? ORDER BY id LIMIT 1", (time.time(),)).fetchone()
-                if row is None:
-                    wake_at = conn.execute(
-                        "SELECT min(next_attempt) FROM hl7_outbox WHERE state = 'pending'").fetchone()[0]
-                    wait = _IDLE_WAIT if wake_at is None else min(max(wake_at - time.time(), 0.0), _IDLE_WAIT)
-                    self._wake.wait(wait)
-                    continue
-                row_id, study_uid, attempts = row
-                state, error, next_attempt = self._send(study_uid, attempts + 1)
-                conn.execute(
-                    "UPDATE hl7_outbox SET state = ?, attempts = attempts + 1, last_error = ?,"
-                    " next_attempt = ?, finished_at = CASE WHEN ? != 'pending' THEN ? END WHERE id = ?",
-                    (state, error, next_attempt, state, time.time(), row_id))
-        finally:
-            conn.close()
+    def step(self, conn: sqlite3.Connection) -> float:
+        row = conn.execute(
+            "SELECT id, study_uid, attempts FROM hl7_outbox WHERE state = 'pending'"
+            " AND next_attempt <= ? ORDER BY id LIMIT 1", (time.time(),)).fetchone()
+        if row is None:
+            wake_at = conn.execute(
+                "SELECT min(next_attempt) FROM hl7_outbox WHERE state = 'pending'").fetchone()[0]
+            return _IDLE_WAIT if wake_at is None else min(max(wake_at - time.time(), 0.0), _IDLE_WAIT)
+        row_id, study_uid, attempts = row
+        state, error, next_attempt = self._send(study_uid, attempts + 1)
+        conn.execute(
+            "UPDATE hl7_outbox SET state = ?, attempts = attempts + 1, last_error = ?,"
+            " next_attempt = ?, finished_at = CASE WHEN ? != 'pending' THEN ? END WHERE id = ?",
+            (state, error, next_attempt, state, time.time(), row_id))
+        return 0.0
 
     def _send(self, study_uid: str, attempt: int) -> tuple[str, str | None, float]:
         now = time.time()
