@@ -76,6 +76,24 @@ def _parser() -> argparse.ArgumentParser:
     worklist.add_argument("--config", type=Path, help="YAML configuration (default: embedded)")
     worklist.set_defaults(func=_worklist)
 
+    phantom = sub.add_parser("phantom", help="write a synthetic head CT series (extra [train])")
+    phantom.add_argument("outdir", type=Path, metavar="OUTDIR")
+    phantom.add_argument("--lesion", help="ich, sdh, edh, sah, infarct or mass (default: healthy)")
+    phantom.add_argument("--size", choices=["small", "medium", "large"], help="lesion size class")
+    phantom.add_argument("--seed", type=int, default=0)
+    phantom.add_argument("--slice-thickness", type=float, help="mm (default: drawn from the seed)")
+    phantom.add_argument("--matrix", type=int, default=512, help="rows and columns (default 512)")
+    phantom.add_argument("--vendor", help="scanner profile (default: drawn from the seed)")
+    phantom.set_defaults(func=_phantom)
+
+    train = sub.add_parser("train", help="train a reference model and export it to the zoo (extra [train])")
+    train.add_argument("model", choices=["anomaly_triage"])
+    train.add_argument("--steps", type=int, default=2000)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--batch-size", type=int, default=12)
+    train.add_argument("--out", type=Path, help="model folder (default: engines/MODEL)")
+    train.set_defaults(func=_train)
+
     evaluate = sub.add_parser("evaluate", help="evaluate a generator on held-out phantoms")
     evaluate.add_argument("generator", choices=["anomaly_triage"])
     evaluate.add_argument("--model", default="anomaly_triage", help="model name in the zoo")
@@ -156,6 +174,20 @@ def _engines(args: argparse.Namespace) -> int:
         return int(commands.cmd_build(config, args.model, args.precision))
     sizes = [int(s) for s in args.batch_sizes.split(",") if s.strip()]
     return int(commands.cmd_bench(config, args.model, sizes, args.iterations))
+
+
+def _phantom(args: argparse.Namespace) -> int:
+    from dicomnode.phantoms.commands import cmd_phantom
+
+    return cmd_phantom(args.outdir, args.lesion, args.seed, args.slice_thickness, args.matrix,
+                       vendor=args.vendor, size=args.size)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from dicomnode.training.commands import cmd_train
+
+    out = args.out or Path("engines") / args.model
+    return cmd_train(args.model, out, args.steps, args.seed, batch_size=args.batch_size)
 
 
 def _evaluate(args: argparse.Namespace) -> int:
