@@ -1,0 +1,18 @@
+"""Synthetic head CT studies (MNI152-based phantoms) for demos, tests and training."""
+
+from dicomnode.phantoms.dicom_writer import write_series
+from dicomnode.phantoms.lesions import LESION_KINDS, LESION_NAMES, SIZE_CLASS_ML, SIZE_CLASSES
+from dicomnode.phantoms.vendors import VENDORS
+from dicomnode.phantoms.volume import PhantomStudy, make_pair, make_study
+
+__all__ = [
+    "LESION_KINDS",
+    "LESION_NAMES",
+    "SIZE_CLASSES",
+    "SIZE_CLASS_ML",
+    "VENDORS",
+    "PhantomStudy",
+    "make_pair",
+    "make_study",
+    "write_series",
+]

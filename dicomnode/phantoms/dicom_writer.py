@@ -1,0 +1,155 @@
+"""Write a phantom study as a CT Image Storage series with the tags a scanner would send.
+
+UIDs come from `pydicom.uid.generate_uid` with entropy derived from the seed and the
+study's parameters, so writing the same phantom twice yields the same UIDs (a PACS sees a
+resend, not a new study) while different phantoms never collide.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from pathlib import Path
+
+import numpy as np
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import UID, CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+from dicomnode.phantoms.vendors import VENDORS, VendorProfile
+from dicomnode.phantoms.volume import PhantomStudy
+
+logger = logging.getLogger(__name__)
+
+IMPLEMENTATION_UID = "1.2.826.0.1.3680043.8.498.1"
+_EPOCH = dt.datetime(2024, 1, 1, 7, 0, 0)
+
+
+def _uid(*parts: object) -> str:
+    return str(generate_uid(entropy_srcs=["dicomnode-phantom", *[str(p) for p in parts]]))
+
+
+def write_series(
+    study: PhantomStudy,
+    outdir: Path,
+    *,
+    seed: int | None = None,
+    vendor: str | None = None,
+    accession: str | None = None,
+) -> list[Path]:
+    """Write one file per slice into `outdir` (created); returns the paths, slice order."""
+    seed = study.seed if seed is None else seed
+    profile = VENDORS[vendor or study.vendor]
+    key = (seed, study.lesion_kind, study.lesion_size, study.shape, study.spacing, profile.key)
+    study_uid = _uid("study", *key)
+    series_uid = _uid("series", *key)
+    frame_uid = _uid("frame", *key)
+    when = _EPOCH + dt.timedelta(days=seed % 700, minutes=(seed * 37) % 600)
+    outdir.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    current = int(rng.integers(*profile.tube_current_ma))
+    paths: list[Path] = []
+    for k in range(study.shape[0]):
+        ds = _slice_dataset(study, profile, k, when, current)
+        ds.StudyInstanceUID = study_uid
+        ds.SeriesInstanceUID = series_uid
+        ds.FrameOfReferenceUID = frame_uid
+        ds.SOPInstanceUID = _uid("instance", *key, k)
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.PatientName = f"PHANTOM^{seed}"
+        ds.PatientID = f"PHANTOM-{seed}"
+        ds.AccessionNumber = accession or f"PH{seed % 10**8:08d}"
+        path = outdir / f"CT.{k + 1:04d}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        paths.append(path)
+    logger.info("wrote %d CT instances of phantom series to %s", len(paths), outdir)
+    return paths
+
+
+def _slice_dataset(
+    study: PhantomStudy, profile: VendorProfile, k: int, when: dt.datetime, current: int
+) -> Dataset:
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = CTImageStorage
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = UID(IMPLEMENTATION_UID)
+    meta.ImplementationVersionName = "DICOMNODE_PH1"
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.SOPClassUID = CTImageStorage
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+    date, time = when.strftime("%Y%m%d"), when.strftime("%H%M%S")
+    ds.StudyDate = ds.SeriesDate = ds.AcquisitionDate = ds.ContentDate = date
+    ds.StudyTime = ds.SeriesTime = ds.AcquisitionTime = time
+    ds.ContentTime = (when + dt.timedelta(seconds=k // 8 + 20)).strftime("%H%M%S")
+    ds.Modality = "CT"
+    ds.Manufacturer = profile.manufacturer
+    ds.ManufacturerModelName = profile.model
+    ds.SoftwareVersions = profile.software_versions
+    ds.StationName = profile.station_name
+    ds.InstitutionName = "DICOMNODE PHANTOM HOSPITAL"
+    ds.ReferringPhysicianName = ""
+    ds.StudyDescription = "CT HEAD"
+    ds.SeriesDescription = profile.series_description
+    ds.ProtocolName = profile.protocol_name
+    ds.BodyPartExamined = "HEAD"
+    ds.PatientBirthDate = ""
+    ds.PatientSex = "O"
+    ds.PatientAge = "060Y"
+    ds.PatientPosition = "HFS"
+    ds.StudyID = "1"
+    ds.SeriesNumber = 2
+    ds.AcquisitionNumber = 1
+    ds.InstanceNumber = k + 1
+    ds.ScanOptions = profile.scan_options
+    ds.KVP = f"{profile.kvp:g}"
+    ds.XRayTubeCurrent = current
+    ds.ExposureTime = profile.exposure_time_ms
+    ds.Exposure = round(current * profile.exposure_time_ms / 1000)
+    ds.FilterType = profile.filter_type
+    ds.ConvolutionKernel = profile.convolution_kernel
+    ds.GantryDetectorTilt = "0"
+    ds.TableHeight = "150"
+    ds.DataCollectionDiameter = "500"
+    rows, cols = study.shape[1], study.shape[2]
+    dz, dy, dx = study.spacing
+    ds.ReconstructionDiameter = f"{dx * cols:.2f}"
+    for tag, value in profile.extra.items():
+        setattr(ds, tag, value)
+    ds.SliceThickness = f"{study.slice_thickness_mm:g}"
+    ds.SpacingBetweenSlices = f"{dz:g}"
+    x0, y0, z0 = study.origin
+    z = z0 + k * dz
+    ds.ImagePositionPatient = [f"{x0:.4f}", f"{y0:.4f}", f"{z:.4f}"]
+    ds.ImageOrientationPatient = ["1", "0", "0", "0", "1", "0"]
+    ds.SliceLocation = f"{z:.4f}"
+    ds.PositionReferenceIndicator = ""
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows, ds.Columns = rows, cols
+    ds.PixelSpacing = [f"{dy:.6f}", f"{dx:.6f}"]
+    ds.BitsAllocated = 16
+    ds.BitsStored = 16 if profile.pixel_representation else 12
+    ds.HighBit = ds.BitsStored - 1
+    ds.PixelRepresentation = profile.pixel_representation
+    ds.RescaleIntercept = f"{profile.rescale_intercept:g}"
+    ds.RescaleSlope = "1"
+    ds.RescaleType = "HU"
+    ds.WindowCenter = (
+        [f"{c:g}" for c, _ in profile.windows] if len(profile.windows) > 1 else f"{profile.windows[0][0]:g}"
+    )
+    ds.WindowWidth = (
+        [f"{w:g}" for _, w in profile.windows] if len(profile.windows) > 1 else f"{profile.windows[0][1]:g}"
+    )
+    ds.WindowCenterWidthExplanation = (
+        list(profile.window_explanation) if len(profile.windows) > 1 else (profile.window_explanation[0])
+    )
+    stored = study.hu[k].astype(np.int32) - int(profile.rescale_intercept)
+    if profile.pixel_representation:
+        pixels = np.clip(stored, -32768, 32767).astype(np.int16)
+    else:
+        pixels = np.clip(stored, 0, 4095).astype(np.uint16)
+    ds.PixelData = pixels.tobytes()
+    ds.BurnedInAnnotation = "NO"
+    ds.PatientComments = "Synthetic phantom - NOT FOR DIAGNOSIS"
+    return ds

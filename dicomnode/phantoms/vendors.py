@@ -1,0 +1,112 @@
+"""Scanner profiles: how each vendor's head CT looks (noise, kernel blur) and what its headers say.
+
+The tag values follow what these scanners commonly write for a routine non-contrast head;
+they are plausible, not copies of any real device's conformance statement.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class VendorProfile:
+    key: str
+    manufacturer: str
+    model: str
+    convolution_kernel: str
+    software_versions: str
+    station_name: str
+    series_description: str
+    protocol_name: str
+    kvp: float
+    tube_current_ma: tuple[int, int]
+    exposure_time_ms: int
+    noise_hu: tuple[float, float]  # std at 5 mm before thickness scaling
+    noise_grain_px: float  # noise correlation length (Gaussian sigma, pixels at 512)
+    kernel_blur_px: float  # reconstruction blur (Gaussian sigma, pixels at 512)
+    pixel_representation: int  # 0 unsigned, 1 signed storage
+    rescale_intercept: float
+    windows: tuple[tuple[float, float], ...]  # (center, width), first = brain window
+    window_explanation: tuple[str, ...]
+    scan_options: str
+    filter_type: str
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+VENDORS: dict[str, VendorProfile] = {
+    "siemens": VendorProfile(
+        key="siemens",
+        manufacturer="SIEMENS",
+        model="SOMATOM Definition AS+",
+        convolution_kernel="H31s",
+        software_versions="syngo CT VA48A",
+        station_name="CTAWP73512",
+        series_description="HEAD W/O CONTRAST",
+        protocol_name="Head_Routine",
+        kvp=120.0,
+        tube_current_ma=(250, 330),
+        exposure_time_ms=1000,
+        noise_hu=(3.5, 5.5),
+        noise_grain_px=0.9,
+        kernel_blur_px=0.9,
+        pixel_representation=0,
+        rescale_intercept=-1024.0,
+        windows=((40.0, 80.0), (600.0, 2800.0)),
+        window_explanation=("WINDOW1", "WINDOW2"),
+        scan_options="HELICAL",
+        filter_type="0",
+        extra={"SpiralPitchFactor": 0.55, "RotationDirection": "CW"},
+    ),
+    "ge": VendorProfile(
+        key="ge",
+        manufacturer="GE MEDICAL SYSTEMS",
+        model="Revolution CT",
+        convolution_kernel="STANDARD",
+        software_versions="revo_ct_22bc.50",
+        station_name="REVCT01",
+        series_description="HEAD W/O CONTRAST 5mm",
+        protocol_name="1.2 ROUTINE HEAD",
+        kvp=120.0,
+        tube_current_ma=(220, 300),
+        exposure_time_ms=1000,
+        noise_hu=(3.0, 4.5),
+        noise_grain_px=1.2,
+        kernel_blur_px=1.2,
+        pixel_representation=1,
+        rescale_intercept=-1024.0,
+        windows=((40.0, 80.0),),
+        window_explanation=("BRAIN",),
+        scan_options="AXIAL MODE",
+        filter_type="HEAD FILTER",
+        extra={"RotationDirection": "CW"},
+    ),
+    "philips": VendorProfile(
+        key="philips",
+        manufacturer="Philips",
+        model="Brilliance 64",
+        convolution_kernel="UB",
+        software_versions="4.1.6",
+        station_name="HOST-PHIL64",
+        series_description="Head wo contrast",
+        protocol_name="Brain (Adult)/Head",
+        kvp=120.0,
+        tube_current_ma=(280, 380),
+        exposure_time_ms=750,
+        noise_hu=(4.5, 7.0),
+        noise_grain_px=0.7,
+        kernel_blur_px=0.7,
+        pixel_representation=0,
+        rescale_intercept=-1000.0,
+        windows=((35.0, 90.0),),
+        window_explanation=("Brain",),
+        scan_options="HELIX",
+        filter_type="UB",
+        extra={"SpiralPitchFactor": 0.39},
+    ),
+}
+
+__all__ = ["VENDORS", "VendorProfile"]

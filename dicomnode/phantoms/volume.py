@@ -1,0 +1,331 @@
+"""Render a phantom study: place the head in the scanner and sample it on the CT grid.
+
+A study is a template-space HU volume (tissues + one lesion) seen through a random pose
+(rotation, translation, head size) and a mild elastic warp, integrated over each slice's
+thickness, blurred by the reconstruction kernel and given scanner noise. Random streams are
+split by purpose, so the same seed with and without a lesion gives the same head, pose and
+noise: the lesion-free study is the lesioned one's exact healthy twin.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+from dicomnode.phantoms.anatomy import hu_volume, random_tissues
+from dicomnode.phantoms.lesions import LESION_KINDS, SIZE_CLASSES, Lesion, add_lesion
+from dicomnode.phantoms.template import Anatomy, load_anatomy
+from dicomnode.phantoms.vendors import VENDORS, VendorProfile
+
+logger = logging.getLogger(__name__)
+
+HU_MIN, HU_MAX = -1024, 3071
+DEFAULT_COVERAGE_MM = 160.0
+# Coverage is centred this far above the intracranial centre: skull base to vertex.
+_COVERAGE_OFFSET_MM = 10.0
+_STREAMS = ("tissues", "pose", "lesion", "noise", "scanner")
+
+
+@dataclass(frozen=True)
+class Pose:
+    rotation: np.ndarray  # 3x3, template RAS -> scanner RAS
+    translation: np.ndarray  # mm, scanner RAS
+    scale: np.ndarray  # per axis, head size
+    warp: tuple[tuple[np.ndarray, np.ndarray, float], ...]  # (amplitude vector, wave vector, phase)
+
+
+@dataclass
+class PhantomStudy:
+    """One synthetic head CT. Arrays are (slices, rows, cols); slice 0 is the most inferior.
+
+    `spacing` is (slice spacing, row spacing, column spacing) in mm; `origin` is the
+    patient (LPS) position of the first voxel's centre; rows run anterior to posterior and
+    columns right to left, as in an axial DICOM image. `brain_mask` is the intracranial
+    space (inside the inner table), where the anomaly map is computed.
+    """
+
+    seed: int
+    hu: np.ndarray
+    lesion_mask: np.ndarray
+    brain_mask: np.ndarray
+    spacing: tuple[float, float, float]
+    origin: tuple[float, float, float]
+    slice_thickness_mm: float
+    lesion_kind: str | None
+    lesion_size: str | None
+    lesion_volume_ml: float
+    vendor: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        s = self.hu.shape
+        return (s[0], s[1], s[2])
+
+
+def streams(seed: int) -> dict[str, np.random.Generator]:
+    children = np.random.SeedSequence(seed).spawn(len(_STREAMS))
+    return {name: np.random.default_rng(c) for name, c in zip(_STREAMS, children, strict=True)}
+
+
+def make_study(
+    seed: int,
+    lesion: str | None,
+    *,
+    slice_thickness_mm: float | None = None,
+    matrix: int = 512,
+    lesion_size: str | None = None,
+    vendor: str | None = None,
+    coverage_mm: float = DEFAULT_COVERAGE_MM,
+) -> PhantomStudy:
+    """A synthetic non-contrast head CT; `lesion` is one of LESION_KINDS or None for a healthy head."""
+    return make_pair(
+        seed,
+        lesion,
+        slice_thickness_mm=slice_thickness_mm,
+        matrix=matrix,
+        lesion_size=lesion_size,
+        vendor=vendor,
+        coverage_mm=coverage_mm,
+        healthy_twin=False,
+    )[0]
+
+
+def make_pair(
+    seed: int,
+    lesion: str | None,
+    *,
+    slice_thickness_mm: float | None = None,
+    matrix: int = 512,
+    lesion_size: str | None = None,
+    vendor: str | None = None,
+    coverage_mm: float = DEFAULT_COVERAGE_MM,
+    healthy_twin: bool = True,
+    slices: np.ndarray | str | None = None,
+) -> tuple[PhantomStudy, np.ndarray | None]:
+    """The study and, with `healthy_twin`, the same study's HU without its lesion (same noise).
+
+    `slices` renders only those slice indices, or with "lesion" only the slices the lesion
+    touches and two more (training uses it to save time); `details["slices"]` lists them.
+    """
+    if lesion is not None and lesion not in LESION_KINDS:
+        raise ValueError(f"unknown lesion kind {lesion!r}; expected one of {', '.join(LESION_KINDS)}")
+    if matrix not in (256, 512):
+        raise ValueError(f"matrix must be 256 or 512, got {matrix}")
+    rng = streams(seed)
+    anatomy = load_anatomy()
+    scanner = rng["scanner"]
+    profile = (
+        VENDORS[vendor] if vendor is not None else VENDORS[sorted(VENDORS)[scanner.integers(len(VENDORS))]]
+    )
+    thickness = (
+        float(slice_thickness_mm) if slice_thickness_mm else float(scanner.choice([1.0, 2.5, 3.0, 5.0]))
+    )
+    if not 0.5 <= thickness <= 10.0:
+        raise ValueError(f"slice thickness must be within 0.5-10 mm, got {thickness}")
+    fov = float(scanner.uniform(220.0, 270.0))
+    tissues = random_tissues(rng["tissues"])
+    pose = _random_pose(rng["pose"])
+    healthy = hu_volume(anatomy, tissues)
+    found: Lesion | None = None
+    hu = healthy
+    if lesion is not None:
+        size = lesion_size or SIZE_CLASSES[int(rng["lesion"].integers(len(SIZE_CLASSES)))]
+        hu = healthy.copy()
+        found = add_lesion(hu, anatomy, tissues, lesion, size, rng["lesion"])
+    n_slices = max(1, round(coverage_mm / thickness))
+    grid = _Grid(anatomy, pose, matrix, fov, thickness, n_slices, np.arange(n_slices))
+    mask = np.zeros((n_slices, matrix, matrix), dtype=bool)
+    if found is not None:
+        mask = grid.upsample(grid.sample_box_mean(found.fraction, found.box)) >= 0.3
+    voxel_ml = thickness * (fov / matrix) ** 2 / 1000.0
+    volume_ml = float(mask.sum()) * voxel_ml
+    if slices is not None:
+        index = _pick_slices(slices, mask, n_slices, scanner)
+        grid = _Grid(anatomy, pose, matrix, fov, thickness, n_slices, index)
+        mask = mask[index]
+    noise = _noise(rng["noise"], (n_slices, matrix, matrix), profile, thickness)[grid.index]
+    image = _finish(grid.sample_slabs(hu), profile, grid.factor) + noise
+    twin = None
+    if healthy_twin:
+        twin = _to_int16(_finish(grid.sample_slabs(healthy), profile, grid.factor) + noise)
+    brain = grid.upsample(grid.sample_centre(anatomy.sd, cval=100.0)) < 0.0
+    spacing = (thickness, fov / matrix, fov / matrix)
+    study = PhantomStudy(
+        seed=seed,
+        hu=_to_int16(image),
+        lesion_mask=mask,
+        brain_mask=brain,
+        spacing=spacing,
+        origin=grid.origin_lps,
+        slice_thickness_mm=thickness,
+        lesion_kind=lesion,
+        lesion_size=found.size if found else None,
+        lesion_volume_ml=volume_ml,
+        vendor=profile.key,
+        details={"tissues": tissues, **(found.details if found else {}), "fov_mm": fov, "slices": grid.index},
+    )
+    logger.debug("phantom seed=%d lesion=%s volume=%.2f ml", seed, lesion, study.lesion_volume_ml)
+    return study, twin
+
+
+def _pick_slices(
+    slices: np.ndarray | str, mask: np.ndarray, n_slices: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Explicit indices, or "lesion": every slice the lesion touches plus two in the brain's middle third."""
+    if not isinstance(slices, str):
+        return np.asarray(slices, dtype=int)
+    if slices != "lesion":
+        raise ValueError(f"slices must be indices or 'lesion', got {slices!r}")
+    touched = np.flatnonzero(mask.any(axis=(1, 2)))
+    middle = rng.choice(np.arange(n_slices // 3, 2 * n_slices // 3 + 1), size=2, replace=False)
+    return np.unique(np.concatenate([touched, middle])).astype(int)
+
+
+def _to_int16(image: np.ndarray) -> np.ndarray:
+    out: np.ndarray = np.clip(np.rint(image), HU_MIN, HU_MAX).astype(np.int16)
+    return out
+
+
+def _random_pose(rng: np.random.Generator) -> Pose:
+    yaw, pitch, roll = (
+        np.deg2rad(rng.uniform(-8.0, 8.0)),
+        np.deg2rad(rng.uniform(-12.0, 12.0)),
+        np.deg2rad(rng.uniform(-5.0, 5.0)),
+    )
+    rz = np.array([[math.cos(yaw), -math.sin(yaw), 0], [math.sin(yaw), math.cos(yaw), 0], [0, 0, 1]])
+    rx = np.array([[1, 0, 0], [0, math.cos(pitch), -math.sin(pitch)], [0, math.sin(pitch), math.cos(pitch)]])
+    ry = np.array([[math.cos(roll), 0, math.sin(roll)], [0, 1, 0], [-math.sin(roll), 0, math.cos(roll)]])
+    size = rng.uniform(0.92, 1.08)
+    warp = tuple(
+        (
+            rng.normal(0.0, 1.0, 3) * rng.uniform(0.6, 1.6),
+            rng.normal(0.0, 1.0, 3) / 1.732 * (2.0 * math.pi / rng.uniform(70.0, 140.0)),
+            float(rng.uniform(0.0, 2.0 * math.pi)),
+        )
+        for _ in range(3)
+    )
+    return Pose(
+        rotation=rz @ rx @ ry,
+        translation=np.array([rng.uniform(-10, 10), rng.uniform(-10, 10), rng.uniform(-5, 5)]),
+        scale=size * rng.uniform(0.97, 1.03, 3),
+        warp=warp,
+    )
+
+
+class _Grid:
+    """Template-voxel coordinates of the CT grid, sampled at about 1 mm in-plane and upsampled."""
+
+    def __init__(
+        self,
+        anatomy: Anatomy,
+        pose: Pose,
+        matrix: int,
+        fov: float,
+        thickness: float,
+        n_slices: int,
+        index: np.ndarray,
+    ) -> None:
+        self.anatomy = anatomy
+        self.pose = pose
+        self.matrix = matrix
+        pixel = fov / matrix
+        # The template is 1 mm; sampling it finer only interpolates, so sample at ~1 mm and zoom.
+        self.factor = 2 if pixel < 0.7 else 1
+        self.n = matrix // self.factor
+        step = fov / self.n
+        self.inplane = -fov / 2.0 + step / 2.0 + step * np.arange(self.n)
+        z0 = -thickness * n_slices / 2.0 + thickness / 2.0 + _COVERAGE_OFFSET_MM
+        self.index = index
+        self.z = z0 + thickness * index
+        self.thickness = thickness
+        self.n_sub = max(1, round(thickness / 1.25))
+        self.origin_lps = (float(-fov / 2.0 + pixel / 2.0), float(-fov / 2.0 + pixel / 2.0), float(z0))
+
+    def _coords(self, z: np.ndarray) -> np.ndarray:
+        """(3, len(z), n, n) template voxel coordinates for slice planes at scanner z (mm)."""
+        pose, a = self.pose, self.anatomy
+        inv = (pose.rotation.T / pose.scale[:, None]).astype(np.float64)
+        centre = a.center
+        # Scanner RAS of a pixel: x = -LPS x (columns), y = -LPS y (rows), z = table z.
+        sx = -self.inplane[None, None, :]
+        sy = -self.inplane[None, :, None]
+        sz = z[:, None, None]
+        out = np.empty((3, len(z), self.n, self.n), dtype=np.float32)
+        d = [sx - pose.translation[0], sy - pose.translation[1], sz - pose.translation[2]]
+        for i in range(3):
+            out[i] = inv[i, 0] * d[0] + inv[i, 1] * d[1] + inv[i, 2] * d[2] + centre[i]
+        for amp, wave, phase in pose.warp:
+            arg = wave[0] * out[0] + wave[1] * out[1] + wave[2] * out[2] + phase
+            s = np.sin(arg)
+            for i in range(3):
+                out[i] += amp[i] * s
+        out -= a.origin[:, None, None, None].astype(np.float32)
+        return out
+
+    def _sub_z(self) -> np.ndarray:
+        offsets = (np.arange(self.n_sub) + 0.5) / self.n_sub - 0.5
+        return (self.z[:, None] + offsets[None, :] * self.thickness).reshape(-1)
+
+    def sample_slabs(self, volume: np.ndarray) -> np.ndarray:
+        """Mean over each slice's thickness: (slices, n, n)."""
+        out = np.empty((len(self.z), self.n, self.n), dtype=np.float32)
+        sub = self._sub_z().reshape(len(self.z), self.n_sub)
+        for k in range(len(self.z)):
+            c = self._coords(sub[k])
+            vals = ndimage.map_coordinates(volume, c.reshape(3, -1), order=1, cval=-1000.0, prefilter=False)
+            out[k] = vals.reshape(self.n_sub, self.n, self.n).mean(axis=0)
+        return out
+
+    def sample_centre(self, volume: np.ndarray, cval: float) -> np.ndarray:
+        c = self._coords(self.z)
+        vals = ndimage.map_coordinates(volume, c.reshape(3, -1), order=1, cval=cval, prefilter=False)
+        out: np.ndarray = vals.reshape(len(self.z), self.n, self.n)
+        return out
+
+    def sample_box_mean(self, fraction: np.ndarray, box: tuple[slice, slice, slice]) -> np.ndarray:
+        """Slab-mean of a box-local fraction; only points that fall in the box are interpolated."""
+        c = self._coords(self._sub_z()).reshape(3, -1)
+        lo = np.array([s.start for s in box], dtype=np.float32)[:, None]
+        hi = np.array([s.stop - 1 for s in box], dtype=np.float32)[:, None]
+        inside = np.all((c >= lo) & (c <= hi), axis=0)
+        vals = np.zeros(c.shape[1], dtype=np.float32)
+        if inside.any():
+            vals[inside] = ndimage.map_coordinates(fraction, c[:, inside] - lo, order=1, prefilter=False)
+        mean: np.ndarray = vals.reshape(len(self.z), self.n_sub, self.n, self.n).mean(axis=1)
+        return mean
+
+    def upsample(self, image: np.ndarray) -> np.ndarray:
+        if self.factor == 1:
+            return image
+        out: np.ndarray = ndimage.zoom(
+            image, (1, self.factor, self.factor), order=1, grid_mode=True, mode="nearest"
+        )
+        return out
+
+
+def _finish(image: np.ndarray, profile: VendorProfile, factor: int) -> np.ndarray:
+    """Upsample to the output matrix and apply the reconstruction kernel's blur."""
+    if factor > 1:
+        image = ndimage.zoom(image, (1, factor, factor), order=1, grid_mode=True, mode="nearest")
+    sigma = profile.kernel_blur_px * (2.0 if factor == 1 else 1.0) / 2.0
+    blurred: np.ndarray = ndimage.gaussian_filter(image, sigma=(0.0, sigma, sigma))
+    return blurred
+
+
+def _noise(
+    rng: np.random.Generator, shape: tuple[int, int, int], profile: VendorProfile, thickness: float
+) -> np.ndarray:
+    """Correlated Gaussian noise; thinner slices are noisier (std grows as 1/sqrt(thickness))."""
+    std = float(np.clip(rng.uniform(*profile.noise_hu) * math.sqrt(5.0 / thickness), 3.0, 10.0))
+    white = rng.standard_normal(shape, dtype=np.float32)
+    coloured: np.ndarray = ndimage.gaussian_filter(
+        white, sigma=(0.0, profile.noise_grain_px, profile.noise_grain_px)
+    )
+    coloured *= std / max(float(coloured.std()), 1e-6)
+    return coloured

@@ -1,0 +1,48 @@
+"""`dicomnode train`: train a reference model and write its engine folder."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from dicomnode.phantoms.template import cache_dir
+
+logger = logging.getLogger(__name__)
+
+MODELS = ("anomaly_triage",)
+
+
+def cmd_train(
+    model: str,
+    output_dir: Path,
+    steps: int,
+    seed: int,
+    *,
+    batch_size: int = 12,
+    work_dir: Path | None = None,
+    resume: bool = True,
+) -> int:
+    """Train `model`, then export model.onnx, model.pt, manifest.yaml and card.md to `output_dir`."""
+    if model not in MODELS:
+        print(f"error: unknown model {model!r}; trainable models: {', '.join(MODELS)}")
+        return 2
+    try:
+        from dicomnode.training.export import export_engine
+        from dicomnode.training.train import TrainConfig, train
+    except ImportError as exc:
+        print(f"error: training needs the [train] extra (pip install 'dicomnode[train]'): {exc}")
+        return 2
+    # Checkpoints live outside the repository and the node's data folder, which tests clean.
+    work = work_dir or cache_dir() / "train" / model
+    start = time.monotonic()
+    result = train(work, steps=steps, batch_size=batch_size, seed=seed, config=TrainConfig(), resume=resume)
+    command = f"dicomnode train {model} --steps {steps} --seed {seed} --out {output_dir}"
+    written = export_engine(result, output_dir, seed=seed, command=command, work_dir=work)
+    print(
+        f"trained {model} in {time.monotonic() - start:.0f} s "
+        f"({steps} steps, {result.studies} phantom studies)"
+    )
+    for path in written:
+        print(f"wrote {path}")
+    return 0

@@ -1,0 +1,118 @@
+"""Training pairs for the pseudo-healthy model, generated on the fly from phantoms.
+
+A pair is a lesioned slice and its exact healthy twin (same head, pose and noise), both on
+the model grid (256x256 covering the reconstruction field of view) and brain-windowed to
+0..1. Rendering a study costs seconds, so studies are kept in a bounded pool that is
+refreshed with new ones as training goes on; each study gives every slice its lesion
+touches plus two healthy ones.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from dicomnode.phantoms.lesions import LESION_KINDS
+from dicomnode.phantoms.volume import make_pair
+from dicomnode.training.model import HU_WINDOW
+
+logger = logging.getLogger(__name__)
+
+MODEL_MATRIX = 256
+THICKNESSES = (2.5, 3.0, 5.0)
+
+
+def window(hu: np.ndarray) -> np.ndarray:
+    """HU -> model input: clip to HU_WINDOW and scale to 0..1 (the manifest's preprocessing)."""
+    low, high = HU_WINDOW
+    out: np.ndarray = ((np.clip(hu.astype(np.float32), low, high) - low) / (high - low)).astype(np.float32)
+    return out
+
+
+@dataclass
+class StudySlices:
+    inputs: np.ndarray  # (n, H, W) float16, windowed
+    targets: np.ndarray  # (n, H, W) float16, windowed healthy twin
+    masks: np.ndarray  # (n, H, W) bool lesion mask
+    kind: str | None
+
+
+def render(seed: int, lesion: str | None, matrix: int = MODEL_MATRIX) -> StudySlices:
+    """One study's training slices; `lesion=None` gives identity examples only."""
+    rng = np.random.default_rng(seed)
+    thickness = float(rng.choice(THICKNESSES))
+    study, twin = make_pair(seed, lesion, slice_thickness_mm=thickness, matrix=matrix, slices="lesion")
+    assert twin is not None
+    return StudySlices(
+        inputs=window(study.hu).astype(np.float16),
+        targets=window(twin).astype(np.float16),
+        masks=study.lesion_mask,
+        kind=lesion,
+    )
+
+
+class SlicePool:
+    """A bounded, refreshable pool of rendered studies from which batches are drawn."""
+
+    def __init__(self, seed: int, capacity: int, healthy_fraction: float = 0.15) -> None:
+        self.capacity = capacity
+        self.healthy_fraction = healthy_fraction
+        self.studies: deque[StudySlices] = deque(maxlen=capacity)
+        self._next_seed = seed * 100_003 + 1
+        self._rng = np.random.default_rng(seed)
+        self.rendered = 0
+
+    def add(self) -> None:
+        seed = self._next_seed
+        self._next_seed += 1
+        lesion: str | None = None
+        if self._rng.random() >= self.healthy_fraction:
+            lesion = LESION_KINDS[int(self._rng.integers(len(LESION_KINDS)))]
+        self.studies.append(render(seed, lesion))
+        self.rendered += 1
+
+    def batch(self, size: int, crop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(inputs, targets, masks), each (size, 1, crop, crop); about 3/4 of items show a lesion."""
+        xs, ys, ms = [], [], []
+        for _ in range(size):
+            study = self.studies[int(self._rng.integers(len(self.studies)))]
+            with_lesion = np.flatnonzero(study.masks.any(axis=(1, 2)))
+            if len(with_lesion) and self._rng.random() < 0.75:
+                k = int(self._rng.choice(with_lesion))
+                x, y, m = study.inputs[k], study.targets[k], study.masks[k]
+            else:
+                # Identity example: a healthy slice, or the healthy twin of a lesioned one.
+                k = int(self._rng.integers(len(study.inputs)))
+                y = study.targets[k]
+                x, m = y, np.zeros(y.shape, dtype=bool)
+            x, y, m = self._crop(x, y, m, crop)
+            if self._rng.random() < 0.5:
+                x, y, m = x[:, ::-1], y[:, ::-1], m[:, ::-1]
+            xs.append(x)
+            ys.append(y)
+            ms.append(m)
+        stack = [np.ascontiguousarray(np.stack(a)[:, None]) for a in (xs, ys, ms)]
+        return stack[0].astype(np.float32), stack[1].astype(np.float32), stack[2]
+
+    def _crop(
+        self, x: np.ndarray, y: np.ndarray, m: np.ndarray, crop: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        size = x.shape[0]
+        if crop >= size:
+            return x, y, m
+        if m.any() and self._rng.random() < 0.8:
+            rows, cols = np.nonzero(m)
+            i = int(self._rng.integers(len(rows)))
+            cr, cc = (
+                rows[i] + self._rng.integers(-crop // 4, crop // 4 + 1),
+                cols[i] + self._rng.integers(-crop // 4, crop // 4 + 1),
+            )
+        else:
+            cr, cc = size // 2 + self._rng.integers(-40, 41), size // 2 + self._rng.integers(-40, 41)
+        r0 = int(np.clip(cr - crop // 2, 0, size - crop))
+        c0 = int(np.clip(cc - crop // 2, 0, size - crop))
+        window_ = (slice(r0, r0 + crop), slice(c0, c0 + crop))
+        return x[window_], y[window_], m[window_]

@@ -1,0 +1,198 @@
+"""Write a trained pseudo-healthy model as an engine folder: ONNX, state dict, manifest, card."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from dicomnode.engines.manifest import file_sha256, load_manifest
+from dicomnode.training.data import MODEL_MATRIX, THICKNESSES
+from dicomnode.training.model import HU_WINDOW, PseudoHealthyUNet, parameter_count
+from dicomnode.training.train import LOSS_LOG, TrainResult
+
+logger = logging.getLogger(__name__)
+
+NAME = "anomaly_triage"
+VERSION = "0.1.0"
+INPUT_NAME = "image"
+OUTPUT_NAME = "pseudo_healthy"
+OPSET = 17
+MAX_BATCH = 32
+
+
+def export_onnx(model: PseudoHealthyUNet, path: Path, size: int = MODEL_MATRIX) -> None:
+    """Opset 17, dynamic batch; height and width are fixed to `size` (the documented model grid)."""
+    model.eval()
+    example = torch.zeros(1, 1, size, size)
+    with warnings.catch_warnings():
+        # The TorchScript exporter needs no onnxscript; its deprecation notice is noise here.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model,
+            (example,),
+            str(path),
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            opset_version=OPSET,
+            dynamo=False,
+        )
+
+
+def manifest_dict(
+    sha256: str, *, seed: int, command: str, studies: int, size: int = MODEL_MATRIX
+) -> dict[str, Any]:
+    thicknesses = "/".join(f"{t:g}" for t in THICKNESSES)
+    tensor = {"dtype": "float32", "layout": "NCHW", "shape": ["batch", 1, size, size]}
+    return {
+        "name": NAME,
+        "version": VERSION,
+        "task": (
+            f"pseudo-healthy restoration of non-contrast head CT slices on a {size}x{size} grid covering the "
+            "reconstruction field of view; anomaly map = input - output inside the intracranial mask"
+        ),
+        "file": "model.onnx",
+        "sha256": sha256,
+        # Separate shape lists, so the YAML has no anchors and aliases.
+        "inputs": [{"name": INPUT_NAME, **tensor, "shape": list(tensor["shape"])}],
+        "outputs": [{"name": OUTPUT_NAME, **tensor, "shape": list(tensor["shape"])}],
+        "dynamic_dims": {"batch": {"min": 1, "opt": 8, "max": MAX_BATCH}},
+        "preprocessing": {"hu_window": [HU_WINDOW[0], HU_WINDOW[1]], "normalize": "unit"},
+        "training": {
+            "command": command,
+            "seed": seed,
+            "data": (
+                f"synthetic head CT phantoms (dicomnode.phantoms, MNI152 2009 anatomy), {studies} studies "
+                f"rendered on the fly at {size}x{size}, slice thickness {thicknesses} mm, "
+                "all lesion kinds and sizes plus healthy heads; targets are each study's lesion-free twin"
+            ),
+            "date": dt.date.today().isoformat(),
+        },
+        "torch_module": "dicomnode.training.model:build",
+        "torch_weights": "model.pt",
+        "description": (
+            "Small 2D U-Net (4 levels) predicting a residual correction; healthy tissue passes through. "
+            "Phantom-trained research model: NOT FOR DIAGNOSIS."
+        ),
+    }
+
+
+def check_parity(
+    model: PseudoHealthyUNet, onnx_path: Path, batch: int = 2, size: int = MODEL_MATRIX
+) -> float:
+    """Largest absolute difference between torch and ONNX Runtime on a random batch."""
+    import onnxruntime as ort
+
+    x = np.random.default_rng(0).random((batch, 1, size, size), dtype=np.float32)
+    with torch.inference_mode():
+        expected = model(torch.from_numpy(x)).numpy()
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    got = session.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
+    return float(np.max(np.abs(np.asarray(got) - expected)))
+
+
+def export_engine(
+    result: TrainResult, output_dir: Path, *, seed: int, command: str, work_dir: Path
+) -> list[Path]:
+    """Write model.onnx, model.pt, manifest.yaml and card.md; the manifest is re-read to validate it."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    model = result.model.eval()
+    onnx_path = output_dir / "model.onnx"
+    export_onnx(model, onnx_path)
+    weights = output_dir / "model.pt"
+    torch.save(model.state_dict(), weights)
+    diff = check_parity(model, onnx_path)
+    logger.info("ONNX vs torch max abs difference: %.2e", diff)
+    manifest = manifest_dict(file_sha256(onnx_path), seed=seed, command=command, studies=result.studies)
+    manifest_path = output_dir / "manifest.yaml"
+    manifest_path.write_text(yaml.safe_dump(manifest, sort_keys=False, width=100), encoding="utf-8")
+    load_manifest(output_dir)
+    card = output_dir / "card.md"
+    card.write_text(card_text(result, manifest, work_dir / LOSS_LOG, diff), encoding="utf-8")
+    return [onnx_path, weights, manifest_path, card]
+
+
+def loss_summary(log_path: Path, window: int = 100) -> list[tuple[int, float]]:
+    """(step, mean loss over the preceding `window` steps) at ~10 points of the run."""
+    if not log_path.is_file():
+        return []
+    rows = [line.split(",") for line in log_path.read_text().splitlines() if line]
+    losses = np.array([float(r[1]) for r in rows])
+    if not len(losses):
+        return []
+    points = sorted({min(len(losses), max(window, round(len(losses) * f / 10))) for f in range(1, 11)})
+    return [(p, float(losses[max(0, p - window) : p].mean())) for p in points]
+
+
+def card_text(result: TrainResult, manifest: dict[str, Any], log_path: Path, parity: float) -> str:
+    size = MODEL_MATRIX
+    curve = "\n".join(f"| {step} | {loss:.4f} |" for step, loss in loss_summary(log_path))
+    return f"""# anomaly_triage {manifest["version"]}: pseudo-healthy head CT (phantom-trained)
+
+**NOT FOR DIAGNOSIS.** Research and demonstration model, trained only on synthetic phantoms.
+
+## What it is for
+
+The `anomaly_triage` generator feeds every axial slice of a non-contrast head CT through
+this network, which returns a *pseudo-healthy* version of the slice: what the slice would
+look like without the lesion. The anomaly map is the difference input - output inside the
+intracranial mask; the study score ranks studies on the triage worklist.
+
+## Contract
+
+- Input `{INPUT_NAME}`: float32 `[batch, 1, {size}, {size}]`. Each slice is resampled to
+  {size}x{size} covering the whole reconstruction field of view (area averaging; a 512
+  matrix becomes 2x2 means), then HU are clipped to [{HU_WINDOW[0]:g}, {HU_WINDOW[1]:g}] and scaled
+  to 0..1 (`(hu - {HU_WINDOW[0]:g}) / {HU_WINDOW[1] - HU_WINDOW[0]:g}`). Rows anterior to posterior, columns
+  patient right to left (standard axial display).
+- Output `{OUTPUT_NAME}`: same shape and scaling, clamped to 0..1; multiply by
+  {HU_WINDOW[1] - HU_WINDOW[0]:g} and add {HU_WINDOW[0]:g} for HU. Hyperdense blood (55-90 HU) and hypodense
+  infarct (parenchyma -8 to -15 HU) both lie inside the window.
+- Batch is dynamic (1-{MAX_BATCH}); height and width are fixed at {size} in the ONNX file (the
+  torch module is fully convolutional: any size divisible by 8).
+
+## How it was trained
+
+- Network: 2D U-Net, 4 levels (16-32-64-128 channels), batch norm, residual output,
+  {parameter_count(result.model):,} parameters (`dicomnode.training.model:build`).
+- Data: {result.studies} phantom studies from `dicomnode.phantoms` (MNI152 2009 anatomy from
+  nilearn; skull, scalp, random pose, head size, elastic warp, kernel blur, scanner noise of
+  three vendor profiles), lesions of every kind (intraparenchymal, subdural, epidural,
+  subarachnoid haemorrhage, infarct, mass with midline shift) and size, plus healthy heads.
+  The target is the study's exact lesion-free twin (same head, pose and noise), so healthy
+  tissue is an identity example and lesions must be replaced by plausible anatomy.
+- Loss: L1, weighted x5 inside the (dilated) lesion mask; AdamW, cosine schedule, random
+  160x160 crops and left-right flips, CPU only.
+- Command: `{manifest["training"]["command"]}` (seed {manifest["training"]["seed"]}),
+  {len(result.losses)} steps in {result.seconds / 60:.0f} min on 2 CPU cores.
+- ONNX export: opset {OPSET}; largest difference to torch eager on a random batch {parity:.1e}.
+
+Training loss (mean of the previous 100 steps):
+
+| step | L1 loss |
+| ---: | ---: |
+{curve}
+
+## Evaluation
+
+see `dicomnode evaluate anomaly_triage`
+
+## Limits
+
+- Trained on phantoms only: one template anatomy (MNI152) under random deformation; no
+  real patient data. Performance on real scans is unknown.
+- No skull-base detail (orbits, sinuses, mastoids, petrous bone), no streak or
+  beam-hardening artefacts, no motion, no contrast, no paediatric heads.
+- Subtle findings (small infarcts, thin subdurals, little subarachnoid blood) are at the
+  edge of what a {size}x{size} slice and a short CPU training run can restore; a small
+  residual anomaly may be missed, and healthy variants absent from the phantoms
+  (calcifications other than pineal and choroid plexus, old infarcts) may light up.
+- Output is a machine-generated image: **NOT FOR DIAGNOSIS**.
+"""

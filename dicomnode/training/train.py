@@ -1,0 +1,142 @@
+"""Train the pseudo-healthy U-Net on phantom pairs; checkpoint, then export the engine folder."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from dicomnode.training.data import SlicePool
+from dicomnode.training.model import PseudoHealthyUNet, parameter_count
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT = "checkpoint.pt"
+LOSS_LOG = "train_log.csv"
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 2000
+    batch_size: int = 12
+    crop: int = 160
+    lr: float = 2e-3
+    lesion_weight: float = 4.0
+    pool_size: int = 160
+    initial_studies: int = 16
+    refresh_every: int = 12
+    checkpoint_every: int = 100
+    threads: int = 2
+    seed: int = 0
+    base_channels: int = 16
+
+
+@dataclass
+class TrainResult:
+    model: PseudoHealthyUNet
+    losses: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+    studies: int = 0
+
+
+def loss_fn(
+    pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, lesion_weight: float
+) -> torch.Tensor:
+    """L1 everywhere, plus extra weight inside the (slightly dilated) lesion mask."""
+    weight = 1.0 + lesion_weight * torch.nn.functional.max_pool2d(mask.float(), 5, stride=1, padding=2)
+    return (weight * (pred - target).abs()).sum() / weight.sum()
+
+
+def train(
+    output_dir: Path,
+    *,
+    steps: int,
+    batch_size: int,
+    seed: int,
+    config: TrainConfig | None = None,
+    pool: SlicePool | None = None,
+    progress: bool = True,
+    resume: bool = True,
+) -> TrainResult:
+    """Train for `steps` optimiser steps; checkpoints and a loss log go to `output_dir`."""
+    cfg = config or TrainConfig()
+    cfg.steps, cfg.batch_size, cfg.seed = steps, batch_size, seed
+    output_dir.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(seed)
+    model = PseudoHealthyUNet(cfg.base_channels)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimiser,
+        lambda s: min(1.0, (s + 1) / 50) * 0.5 * (1.0 + math.cos(math.pi * min(s / max(steps, 1), 1.0))),
+    )
+    start_step = 0
+    ckpt = output_dir / CHECKPOINT
+    if resume and ckpt.is_file():
+        state = torch.load(ckpt, map_location="cpu", weights_only=False)
+        model.load_state_dict(state["model"])
+        optimiser.load_state_dict(state["optimiser"])
+        schedule.load_state_dict(state["schedule"])
+        start_step = int(state["step"])
+        logger.info("resuming from %s at step %d", ckpt, start_step)
+    logger.info("training %d parameters for %d steps", parameter_count(model), steps)
+    pool = pool or SlicePool(seed, cfg.pool_size)
+    begin = time.monotonic()
+    while len(pool.studies) < cfg.initial_studies:
+        pool.add()
+    result = TrainResult(model)
+    log_path = output_dir / LOSS_LOG
+    with log_path.open("a", newline="") as log_file:
+        log = csv.writer(log_file)
+        bar = tqdm(
+            range(start_step, steps), initial=start_step, total=steps, disable=not progress, desc="train"
+        )
+        model.train()
+        for step in bar:
+            if step and step % cfg.refresh_every == 0:
+                pool.add()
+            x, y, m = (torch.from_numpy(a) for a in pool.batch(cfg.batch_size, cfg.crop))
+            loss = loss_fn(model(x), y, m, cfg.lesion_weight)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()  # type: ignore[no-untyped-call]
+            optimiser.step()
+            schedule.step()
+            value = float(loss.item())
+            result.losses.append(value)
+            log.writerow([step + 1, f"{value:.6f}", f"{time.monotonic() - begin:.1f}", pool.rendered])
+            bar.set_postfix(loss=f"{np.mean(result.losses[-50:]):.4f}", studies=pool.rendered)
+            if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == steps:
+                log_file.flush()
+                _checkpoint(ckpt, model, optimiser, schedule, step + 1)
+    model.eval()
+    result.seconds = time.monotonic() - begin
+    result.studies = pool.rendered
+    return result
+
+
+def _checkpoint(
+    path: Path,
+    model: torch.nn.Module,
+    optimiser: torch.optim.Optimizer,
+    schedule: torch.optim.lr_scheduler.LRScheduler,
+    step: int,
+) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)  # survive a cleaned-out work folder
+    tmp = path.with_suffix(".tmp")
+    torch.save(
+        {
+            "model": model.state_dict(),
+            "optimiser": optimiser.state_dict(),
+            "schedule": schedule.state_dict(),
+            "step": step,
+        },
+        tmp,
+    )
+    tmp.replace(path)

@@ -1,0 +1,176 @@
+"""Synthetic head CT phantoms: anatomy, lesions, determinism and the DICOM series they write."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("nilearn")
+pytest.importorskip("scipy")
+
+import pydicom
+from pydicom.pixels import apply_rescale
+from scipy import ndimage
+
+from dicomnode.phantoms import (
+    LESION_KINDS,
+    SIZE_CLASS_ML,
+    VENDORS,
+    make_pair,
+    make_study,
+    write_series,
+)
+from dicomnode.phantoms.anatomy import hu_volume, random_tissues
+from dicomnode.phantoms.commands import cmd_phantom
+from dicomnode.phantoms.template import load_anatomy
+
+
+@pytest.fixture(scope="module")
+def healthy() -> object:
+    return make_study(11, None, slice_thickness_mm=5.0, matrix=256)
+
+
+def test_study_shapes_and_geometry(healthy: object) -> None:
+    from dicomnode.phantoms import PhantomStudy
+
+    assert isinstance(healthy, PhantomStudy)
+    assert healthy.hu.dtype == np.int16
+    assert healthy.hu.shape == (32, 256, 256)
+    assert healthy.lesion_mask.dtype == bool and healthy.lesion_mask.shape == healthy.hu.shape
+    assert healthy.brain_mask.dtype == bool and healthy.brain_mask.shape == healthy.hu.shape
+    assert not healthy.lesion_mask.any()
+    assert healthy.lesion_kind is None and healthy.lesion_volume_ml == 0.0
+    dz, dy, dx = healthy.spacing
+    assert dz == 5.0 and dy == dx
+    assert 220 / 256 <= dx <= 270 / 256
+    # An adult intracranial volume; the MNI152 template is larger than the average head.
+    icv_ml = healthy.brain_mask.sum() * dz * dy * dx / 1000.0
+    assert 1000.0 < icv_ml < 2400.0
+
+
+def test_matrix_512_has_half_millimetre_pixels() -> None:
+    study, _ = make_pair(3, None, slice_thickness_mm=5.0, matrix=512, healthy_twin=False, slices=[16])
+    assert study.hu.shape == (1, 512, 512)
+    assert 0.4 <= study.spacing[1] <= 0.6
+
+
+def test_output_hu_ranges(healthy: object) -> None:
+    hu = healthy.hu.astype(np.float32)
+    corners = np.concatenate([hu[:, :8, :8].ravel(), hu[:, -8:, -8:].ravel()])
+    assert corners.mean() < -950
+    brain = hu[healthy.brain_mask]
+    assert 20.0 < float(np.median(brain)) < 45.0
+    assert hu.max() > 700  # cortical bone survives blur and partial volume
+    assert 700 < np.percentile(hu[~healthy.brain_mask & (hu > 300)], 90) < 2000
+
+
+def test_tissue_hu_ranges_on_the_template() -> None:
+    anatomy = load_anatomy()
+    for seed in range(3):
+        tissues = random_tissues(np.random.default_rng(seed))
+        hu = hu_volume(anatomy, tissues)
+        sd, gm, wm = anatomy.sd, anatomy.gm, anatomy.wm
+        deep = sd < -4.0
+        assert 25.0 <= np.median(hu[deep & (wm > 0.97)]) <= 32.0
+        assert 35.0 <= np.median(hu[deep & (gm > 0.95)]) <= 45.0
+        assert 0.0 <= np.median(hu[deep & (gm + wm < 0.02)]) <= 15.0
+        assert 700.0 <= np.median(hu[(sd > 0.3) & (sd < 1.0)]) <= 1800.0  # inner table
+        scalp = (sd > tissues.skull_mm + 1.5) & (sd < tissues.skull_mm + tissues.scalp_mm - 2.0)
+        assert 20.0 <= np.median(hu[scalp]) <= 60.0
+        assert np.all(hu[sd > 40.0] == -1000.0)
+
+
+_SIZES = ("small", "medium", "large", "medium", "small", "large")
+
+
+@pytest.mark.parametrize(("kind", "size"), list(zip(LESION_KINDS, _SIZES, strict=True)))
+def test_each_lesion_kind_has_a_mask_of_its_size_inside_the_head(kind: str, size: str) -> None:
+    study, twin = make_pair(21, kind, slice_thickness_mm=5.0, matrix=256, lesion_size=size, slices="lesion")
+    assert twin is not None
+    mask = study.lesion_mask
+    assert mask.any(), f"{kind}: empty lesion mask"
+    assert study.lesion_kind == kind and study.lesion_size == size
+    low, high = SIZE_CLASS_ML[size]
+    assert low <= study.lesion_volume_ml <= high, f"{kind} {size}: {study.lesion_volume_ml:.2f} ml"
+    # Inside the head: nearly all of it within the intracranial space.
+    assert (mask & study.brain_mask).sum() >= 0.8 * mask.sum()
+    change = float((study.hu[mask].astype(np.float32) - twin[mask]).mean())
+    if kind == "infarct":
+        assert change < -5.0
+    elif kind == "mass":
+        assert float(np.abs(study.hu[mask].astype(np.float32) - twin[mask]).mean()) > 3.0
+    else:
+        assert change > 8.0, f"{kind}: blood should be hyperdense, mean change {change:.1f} HU"
+    # Away from the lesion (its partial-volume edge, oedema and kernel blur) the twin is the
+    # same image, noise included; a mass also pushes the brain, so only outside the skull there.
+    near = ndimage.maximum_filter(mask, size=(3, 25, 25))
+    far = ~study.brain_mask if kind == "mass" else ~near
+    differs = study.hu[far] != twin[far]
+    assert differs.mean() < 0.002, f"{kind}: {differs.sum()} voxels changed away from the lesion"
+
+
+def test_unknown_lesion_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown lesion kind"):
+        make_study(1, "tumour", matrix=256)
+
+
+def test_same_seed_same_study_and_healthy_twin() -> None:
+    a, _ = make_pair(5, "ich", slice_thickness_mm=5.0, matrix=256, healthy_twin=False, slices=[14, 15, 16])
+    b, twin = make_pair(5, "ich", slice_thickness_mm=5.0, matrix=256, slices=[14, 15, 16])
+    c, _ = make_pair(6, "ich", slice_thickness_mm=5.0, matrix=256, healthy_twin=False, slices=[14, 15, 16])
+    plain, _ = make_pair(5, None, slice_thickness_mm=5.0, matrix=256, healthy_twin=False, slices=[14, 15, 16])
+    assert np.array_equal(a.hu, b.hu) and np.array_equal(a.lesion_mask, b.lesion_mask)
+    assert not np.array_equal(a.hu, c.hu)
+    # The same seed without a lesion is the lesioned study's healthy twin, noise included.
+    assert twin is not None and np.array_equal(plain.hu, twin)
+
+
+def test_write_series_is_a_consistent_ct_series(tmp_path: Path) -> None:
+    study = make_study(8, "sdh", slice_thickness_mm=5.0, matrix=256, vendor="ge")
+    paths = write_series(study, tmp_path / "a", seed=8)
+    assert len(paths) == study.shape[0]
+    datasets = [pydicom.dcmread(p) for p in paths]
+    first = datasets[0]
+    assert first.SOPClassUID == pydicom.uid.CTImageStorage
+    assert first.Modality == "CT" and first.BodyPartExamined == "HEAD"
+    assert list(first.ImageType) == ["ORIGINAL", "PRIMARY", "AXIAL"]
+    assert "HEAD" in first.SeriesDescription.upper()
+    assert first.PatientName == "PHANTOM^8"
+    assert first.Manufacturer == VENDORS["ge"].manufacturer
+    assert first.ConvolutionKernel == VENDORS["ge"].convolution_kernel
+    assert len({ds.SeriesInstanceUID for ds in datasets}) == 1
+    assert len({ds.SOPInstanceUID for ds in datasets}) == len(datasets)
+    z = [float(ds.ImagePositionPatient[2]) for ds in datasets]
+    assert np.allclose(np.diff(z), float(first.SliceThickness))
+    assert [float(v) for v in first.ImageOrientationPatient] == [1, 0, 0, 0, 1, 0]
+    assert np.allclose([float(v) for v in first.PixelSpacing], study.spacing[1:])
+    for k, ds in enumerate(datasets):
+        assert ds.InstanceNumber == k + 1
+        assert np.array_equal(apply_rescale(ds.pixel_array, ds), study.hu[k])
+    again = [pydicom.dcmread(p) for p in write_series(study, tmp_path / "b", seed=8)]
+    assert [d.SOPInstanceUID for d in again] == [d.SOPInstanceUID for d in datasets]
+    assert again[0].StudyInstanceUID == first.StudyInstanceUID
+
+
+def test_vendor_profiles_differ(tmp_path: Path) -> None:
+    assert len(VENDORS) >= 3
+    study, _ = make_pair(9, None, slice_thickness_mm=5.0, matrix=256, healthy_twin=False, slices=[16])
+    headers = {}
+    for vendor in VENDORS:
+        ds = pydicom.dcmread(write_series(study, tmp_path / vendor, seed=9, vendor=vendor)[0])
+        headers[vendor] = (ds.Manufacturer, ds.ManufacturerModelName, ds.ConvolutionKernel)
+        # Unsigned storage cannot go below the rescale intercept, as on the real scanners.
+        expected = np.maximum(study.hu[0], float(ds.RescaleIntercept))
+        assert np.array_equal(apply_rescale(ds.pixel_array, ds), expected)
+    assert len(set(headers.values())) == len(VENDORS)
+    assert len({(v.noise_hu, v.kernel_blur_px) for v in VENDORS.values()}) == len(VENDORS)
+
+
+def test_cmd_phantom(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cmd_phantom(tmp_path / "out", "edh", 4, 5.0, 256) == 0
+    files = sorted((tmp_path / "out").glob("*.dcm"))
+    assert len(files) == 32
+    assert "epidural" in capsys.readouterr().out
+    assert cmd_phantom(tmp_path / "bad", "nonsense", 4, 5.0, 256) == 2

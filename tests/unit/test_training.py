@@ -1,0 +1,110 @@
+"""The pseudo-healthy model: a few training steps on tiny inputs, checkpoints, ONNX parity, manifest."""
+
+from __future__ import annotations
+
+from collections import deque
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("onnx")
+pytest.importorskip("scipy")
+
+from dicomnode.engines.manifest import file_sha256, load_manifest  # noqa: E402
+from dicomnode.training.data import SlicePool, StudySlices, window  # noqa: E402
+from dicomnode.training.export import check_parity, export_engine, export_onnx  # noqa: E402
+from dicomnode.training.model import HU_WINDOW, PseudoHealthyUNet, build, parameter_count  # noqa: E402
+from dicomnode.training.train import CHECKPOINT, LOSS_LOG, TrainConfig, loss_fn, train  # noqa: E402
+
+
+def _tiny_pool(size: int = 32) -> SlicePool:
+    """A pool of synthetic slices with a bright square 'lesion' whose target is the background."""
+    rng = np.random.default_rng(0)
+    pool = SlicePool(seed=0, capacity=4)
+    target = (0.3 + 0.05 * rng.random((4, size, size))).astype(np.float16)
+    inputs = target.copy()
+    masks = np.zeros(target.shape, dtype=bool)
+    masks[:, 10:18, 12:20] = True
+    inputs[masks] = 0.8
+    pool.studies = deque([StudySlices(inputs, target, masks, "ich")], maxlen=4)
+    return pool
+
+
+def _tiny_config() -> TrainConfig:
+    return TrainConfig(crop=32, base_channels=4, initial_studies=1, refresh_every=10_000, checkpoint_every=2)
+
+
+def test_window_matches_the_manifest_contract() -> None:
+    hu = np.array([-1000.0, HU_WINDOW[0], 50.0, HU_WINDOW[1], 1500.0])
+    assert np.allclose(
+        window(hu), [0.0, 0.0, (50.0 - HU_WINDOW[0]) / (HU_WINDOW[1] - HU_WINDOW[0]), 1.0, 1.0]
+    )
+    # Both hyperdense blood and a hypodense infarct are inside the window.
+    assert HU_WINDOW[0] < 15.0 and HU_WINDOW[1] > 90.0
+
+
+def test_shipped_architecture_size() -> None:
+    model = build()
+    assert 300_000 <= parameter_count(model) <= 2_000_000
+    x = torch.rand(2, 1, 64, 64)
+    with torch.inference_mode():
+        y = model.eval()(x)
+    assert y.shape == x.shape and float(y.min()) >= 0.0 and float(y.max()) <= 1.0
+
+
+def test_three_training_steps_checkpoint_and_resume(tmp_path: Path) -> None:
+    result = train(
+        tmp_path, steps=3, batch_size=2, seed=1, config=_tiny_config(), pool=_tiny_pool(), progress=False
+    )
+    assert len(result.losses) == 3 and all(np.isfinite(result.losses))
+    assert (tmp_path / CHECKPOINT).is_file()
+    assert len((tmp_path / LOSS_LOG).read_text().splitlines()) == 3
+    resumed = train(
+        tmp_path, steps=4, batch_size=2, seed=1, config=_tiny_config(), pool=_tiny_pool(), progress=False
+    )
+    assert len(resumed.losses) == 1  # picked up at step 3
+
+
+def test_training_reduces_the_loss_on_a_fixed_batch() -> None:
+    torch.manual_seed(0)
+    model = PseudoHealthyUNet(base=4)
+    pool = _tiny_pool()
+    x, y, m = (torch.from_numpy(a) for a in pool.batch(4, 32))
+    optimiser = torch.optim.Adam(model.parameters(), lr=5e-3)
+    losses = []
+    for _ in range(25):
+        loss = loss_fn(model(x), y, m, 4.0)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_onnx_export_matches_torch(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = PseudoHealthyUNet(base=4).eval()
+    path = tmp_path / "tiny.onnx"
+    export_onnx(model, path, size=64)
+    assert check_parity(model, path, batch=3, size=64) < 1e-4
+
+
+def test_export_engine_writes_a_valid_model_folder(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    result = train(
+        work, steps=3, batch_size=2, seed=2, config=_tiny_config(), pool=_tiny_pool(), progress=False
+    )
+    out = tmp_path / "anomaly_triage"
+    written = export_engine(
+        result, out, seed=2, command="dicomnode train anomaly_triage --steps 3", work_dir=work
+    )
+    assert {p.name for p in written} == {"model.onnx", "model.pt", "manifest.yaml", "card.md"}
+    manifest = load_manifest(out)
+    assert manifest.sha256 == file_sha256(out / "model.onnx")
+    assert manifest.preprocessing.hu_window == HU_WINDOW and manifest.preprocessing.normalize == "unit"
+    assert manifest.torch_module == "dicomnode.training.model:build"
+    card = (out / "card.md").read_text()
+    assert "NOT FOR DIAGNOSIS" in card
+    assert "## Evaluation" in card and "see `dicomnode evaluate anomaly_triage`" in card
