@@ -52,7 +52,7 @@ class TriageSettings:
     urgent: float = 40.0
     noise_floor_hu: float = 10.0
     smoothing_mm: float = 1.5
-    calibration_ml: float = 2.0
+    calibration_ml: float = 6.0  # `dicomnode evaluate anomaly_triage --calibrate 20`
     output_slices: str = "anomalous"  # all | anomalous
     slice_threshold_cm2: float = 0.1  # with output_slices: anomalous
     top_slices: int = 3
