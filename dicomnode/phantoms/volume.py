@@ -177,14 +177,19 @@ def make_pair(
 def _pick_slices(
     slices: np.ndarray | str, mask: np.ndarray, n_slices: int, rng: np.random.Generator
 ) -> np.ndarray:
-    """Explicit indices, or "lesion": every slice the lesion touches plus two in the brain's middle third."""
+    """Explicit indices, or "lesion": every slice the lesion touches plus one from each third of the coverage.
+
+    The thirds matter: skull base, mid-brain and vertex look different, and a pseudo-healthy
+    model that never saw healthy skull-base slices mistakes its bone edges for blood.
+    """
     if not isinstance(slices, str):
         return np.asarray(slices, dtype=int)
     if slices != "lesion":
         raise ValueError(f"slices must be indices or 'lesion', got {slices!r}")
     touched = np.flatnonzero(mask.any(axis=(1, 2)))
-    middle = rng.choice(np.arange(n_slices // 3, 2 * n_slices // 3 + 1), size=2, replace=False)
-    return np.unique(np.concatenate([touched, middle])).astype(int)
+    thirds = np.array_split(np.arange(n_slices), 3)
+    healthy = [int(rng.choice(third)) for third in thirds if third.size]
+    return np.unique(np.concatenate([touched, healthy])).astype(int)
 
 
 def _to_int16(image: np.ndarray) -> np.ndarray:

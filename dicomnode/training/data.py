@@ -4,7 +4,7 @@ A pair is a lesioned slice and its exact healthy twin (same head, pose and noise
 the model grid (256x256 covering the reconstruction field of view) and brain-windowed to
 0..1. Rendering a study costs seconds, so studies are kept in a bounded pool that is
 refreshed with new ones as training goes on; each study gives every slice its lesion
-touches plus two healthy ones.
+touches plus one healthy slice from each third of the coverage.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from dicomnode.training.model import HU_WINDOW
 logger = logging.getLogger(__name__)
 
 MODEL_MATRIX = 256
-THICKNESSES = (2.5, 3.0, 5.0)
+THICKNESSES = (1.0, 2.5, 3.0, 5.0)
 
 
 def window(hu: np.ndarray) -> np.ndarray:

@@ -79,8 +79,14 @@ def train(
     )
     start_step = 0
     ckpt = output_dir / CHECKPOINT
-    if resume and ckpt.is_file():
-        state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    run_key = {"seed": seed, "batch_size": batch_size, "base_channels": cfg.base_channels}
+    state = torch.load(ckpt, map_location="cpu", weights_only=False) if resume and ckpt.is_file() else None
+    if state is not None and state.get("run") != run_key:
+        # A checkpoint of another run (other seed, batch or width) would silently mix two schedules.
+        logger.warning("ignoring %s: it belongs to another run (%s)", ckpt, state.get("run"))
+        state = None
+        (output_dir / LOSS_LOG).unlink(missing_ok=True)
+    if state is not None:
         model.load_state_dict(state["model"])
         optimiser.load_state_dict(state["optimiser"])
         schedule.load_state_dict(state["schedule"])
@@ -114,7 +120,7 @@ def train(
             bar.set_postfix(loss=f"{np.mean(result.losses[-50:]):.4f}", studies=pool.rendered)
             if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == steps:
                 log_file.flush()
-                _checkpoint(ckpt, model, optimiser, schedule, step + 1)
+                _checkpoint(ckpt, model, optimiser, schedule, step + 1, run_key)
     model.eval()
     result.seconds = time.monotonic() - begin
     result.studies = pool.rendered
@@ -127,6 +133,7 @@ def _checkpoint(
     optimiser: torch.optim.Optimizer,
     schedule: torch.optim.lr_scheduler.LRScheduler,
     step: int,
+    run: dict[str, int],
 ) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)  # survive a cleaned-out work folder
     tmp = path.with_suffix(".tmp")
@@ -136,6 +143,7 @@ def _checkpoint(
             "optimiser": optimiser.state_dict(),
             "schedule": schedule.state_dict(),
             "step": step,
+            "run": run,
         },
         tmp,
     )

@@ -108,3 +108,12 @@ def test_export_engine_writes_a_valid_model_folder(tmp_path: Path) -> None:
     card = (out / "card.md").read_text()
     assert "NOT FOR DIAGNOSIS" in card
     assert "## Evaluation" in card and "see `dicomnode evaluate anomaly_triage`" in card
+
+
+def test_a_checkpoint_of_another_seed_is_not_resumed(tmp_path: Path) -> None:
+    train(tmp_path, steps=2, batch_size=2, seed=1, config=_tiny_config(), pool=_tiny_pool(), progress=False)
+    other = train(
+        tmp_path, steps=2, batch_size=2, seed=2, config=_tiny_config(), pool=_tiny_pool(), progress=False
+    )
+    assert len(other.losses) == 2  # started afresh
+    assert len((tmp_path / LOSS_LOG).read_text().splitlines()) == 2
