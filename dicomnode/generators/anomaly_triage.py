@@ -2,17 +2,21 @@
 
 A feed-forward model turns every slice into a pseudo-healthy version of itself; where the
 real slice differs from it inside the brain, something is there that healthy anatomy
-does not explain. The scores, in order:
+does not explain. Blood is brighter than the brain it replaces and infarct or oedema a
+little darker, so the two directions are scored separately:
 
-1. difference d = |HU − pseudo-healthy HU|, both clipped to the model's HU window, inside
-   the brain mask, smoothed with a Gaussian of `smoothing_mm`;
-2. excess a = max(d − `noise_floor_hu`, 0): noise and small model errors count for nothing;
-3. slice score = the anomalous area of the slice in cm² (pixels with a > 0);
-4. raw study score = anomalous volume in ml, each voxel weighted by its excess in units of
-   `noise_floor_hu` and capped at 3 (bright, certain blood weighs more than faint texture);
-5. study score (0-100) = 100 × (1 − exp(−raw / `calibration_ml`)): monotone, so ranking is
-   unchanged, and calibrated on held-out phantoms so that the configured thresholds
-   (`urgent`, `critical`) separate the categories.
+1. signed difference d = HU − pseudo-healthy HU, both clipped to the model's HU window,
+   inside the brain mask;
+2. hyperdense excess = max(d smoothed by `smoothing_mm` − `noise_floor_hu`, 0): small,
+   bright findings (blood) need fine detail and stand far above the noise;
+3. hypodense excess = max(−d smoothed by `hypodense_smoothing_mm` − `hypodense_floor_hu`, 0):
+   infarct lowers the parenchyma by only 5–15 HU, visible over an area, not per pixel;
+4. anomaly map = hyperdense + hypodense excess; slice score = its anomalous area in cm²;
+5. raw study score = anomalous volume in ml, each voxel weighted by its excess in units of
+   its floor and capped at 3 (certain findings weigh more than faint texture);
+6. study score (0-100) = 100 × (1 − exp(−raw / `calibration_ml`)): monotone, so ranking is
+   unchanged, and calibrated on held-out healthy phantoms so that the configured
+   thresholds (`urgent`, `critical`) separate the categories.
 """
 
 from __future__ import annotations
@@ -50,8 +54,10 @@ class TriageSettings:
     model: str = "anomaly_triage"
     critical: float = 70.0
     urgent: float = 40.0
-    noise_floor_hu: float = 10.0
+    noise_floor_hu: float = 5.0
     smoothing_mm: float = 1.5
+    hypodense_floor_hu: float = 5.0
+    hypodense_smoothing_mm: float = 3.0
     calibration_ml: float = 6.0  # `dicomnode evaluate anomaly_triage --calibrate 20`
     output_slices: str = "anomalous"  # all | anomalous
     slice_threshold_cm2: float = 0.1  # with output_slices: anomalous
@@ -81,6 +87,9 @@ class TriageSettings:
             raise ConfigError("anomaly_triage: need 0 <= urgent <= critical <= 100")
         if settings.calibration_ml <= 0 or settings.top_slices < 1:
             raise ConfigError("anomaly_triage: calibration_ml and top_slices must be positive")
+        for key in ("noise_floor_hu", "hypodense_floor_hu", "smoothing_mm", "hypodense_smoothing_mm"):
+            if getattr(settings, key) <= 0:
+                raise ConfigError(f"anomaly_triage.{key}: must be positive")
         return settings
 
     def category(self, score: float) -> str:
@@ -95,8 +104,8 @@ class TriageSettings:
 class TriageAnalysis:
     volume: CtVolume
     pseudo_healthy: np.ndarray  # HU, same shape as volume.hu
-    difference: np.ndarray  # smoothed |HU - pseudo-healthy| inside the brain (d above)
-    anomaly: np.ndarray  # excess HU (a above), same shape
+    difference: np.ndarray  # evidence in HU: max(fine d, coarse −d) inside the brain
+    anomaly: np.ndarray  # hyperdense + hypodense excess HU, same shape
     slice_scores: np.ndarray  # cm² per slice
     raw_ml: float
     score: float
@@ -131,18 +140,27 @@ def analyse_volume(volume: CtVolume, engine: Engine, settings: TriageSettings) -
     pseudo = resample_slices(np.clip(manifest.preprocessing.invert(restored), *window),
                              (volume.hu.shape[1], volume.hu.shape[2]))
     mask = brain_mask(volume.hu)
-    difference = np.abs(clipped - pseudo) * mask
-    sigma_px = (0.0, settings.smoothing_mm / volume.pixel_spacing[0],
-                settings.smoothing_mm / volume.pixel_spacing[1])
-    smoothed = ndimage.gaussian_filter(difference, sigma=sigma_px) * mask
-    excess = np.maximum(smoothed - settings.noise_floor_hu, 0.0).astype(np.float32)
+    signed = (clipped - pseudo) * mask
+    fine = _smooth(signed, settings.smoothing_mm, volume.pixel_spacing) * mask
+    coarse = _smooth(signed, settings.hypodense_smoothing_mm, volume.pixel_spacing) * mask
+    hyper = np.maximum(fine - settings.noise_floor_hu, 0.0)
+    hypo = np.maximum(-coarse - settings.hypodense_floor_hu, 0.0)
+    excess = (hyper + hypo).astype(np.float32)
     pixel_cm2 = volume.pixel_spacing[0] * volume.pixel_spacing[1] / 100.0
     slice_scores = (excess > 0).sum(axis=(1, 2)) * pixel_cm2
-    weight = np.minimum(excess / settings.noise_floor_hu, 3.0)
+    weight = (np.minimum(hyper / settings.noise_floor_hu, 3.0)
+              + np.minimum(hypo / settings.hypodense_floor_hu, 3.0))
     raw_ml = float(weight.sum() * volume.voxel_ml)
     score = float(100.0 * (1.0 - np.exp(-raw_ml / settings.calibration_ml)))
-    return TriageAnalysis(volume, pseudo, smoothed.astype(np.float32), excess, slice_scores, raw_ml, score,
+    evidence = np.maximum(fine, -coarse).astype(np.float32)
+    return TriageAnalysis(volume, pseudo, evidence, excess, slice_scores, raw_ml, score,
                           settings.category(score))
+
+
+def _smooth(image: np.ndarray, sigma_mm: float, pixel_spacing: tuple[float, float]) -> np.ndarray:
+    """In-plane Gaussian smoothing (slices stay independent: thickness varies 1-5 mm)."""
+    sigma_px = (0.0, sigma_mm / pixel_spacing[0], sigma_mm / pixel_spacing[1])
+    return np.asarray(ndimage.gaussian_filter(image, sigma=sigma_px), dtype=np.float32)
 
 
 def _model_grid(shape: Sequence[int | str], manifest: Any, native: tuple[int, ...]) -> tuple[int, int]:
@@ -171,6 +189,7 @@ class AnomalyTriage:
             name=engine.manifest.name,
             version=engine.manifest.version,
             parameters={"noise_floor_hu": f"{settings.noise_floor_hu:g}",
+                        "hypodense_floor_hu": f"{settings.hypodense_floor_hu:g}",
                         "calibration_ml": f"{settings.calibration_ml:g}"},
         )
         sources = analysis.volume.datasets

@@ -194,5 +194,12 @@ see `dicomnode evaluate anomaly_triage`
   edge of what a {size}x{size} slice and a short CPU training run can restore; a small
   residual anomaly may be missed, and healthy variants absent from the phantoms
   (calcifications other than pineal and choroid plexus, old infarcts) may light up.
+- Hypodense findings (infarct, the oedema around a mass) are not restored: an L1 loss
+  learns the conditional median, and where the network is less than even odds sure that
+  a 5-15 HU drop is disease, the median is the input itself. The hypodense channel of the
+  score is therefore empty with this model; masses are found by their hyperdense core.
+- At the skull base, bone partially inside a thick slice brightens the brain next to it;
+  the model sometimes removes that as if it were blood, which is the largest source of
+  false positives on healthy heads.
 - Output is a machine-generated image: **NOT FOR DIAGNOSIS**.
 """

@@ -1,7 +1,8 @@
 """The anomaly-triage pipeline with hand-made models whose right answers are known.
 
 `identity` restores nothing, so every anomaly map is empty; `clip45` caps every value at
-45 HU (healthy parenchyma), so exactly the hyperdense blood shows as anomalous.
+45 HU (healthy parenchyma), so exactly the hyperdense blood shows as anomalous; `floor35`
+raises every value to at least 35 HU, so exactly a hypodense infarct shows.
 """
 
 from __future__ import annotations
@@ -61,12 +62,16 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> EngineRegistry:
     cap = (45.0 - WINDOW[0]) / (WINDOW[1] - WINDOW[0])
     _write_model(zoo, "clip45", [helper.make_node("Min", ["image", "cap"], ["restored"])],
                  [helper.make_tensor("cap", TensorProto.FLOAT, [], [cap])])
+    floor = (35.0 - WINDOW[0]) / (WINDOW[1] - WINDOW[0])
+    _write_model(zoo, "floor35", [helper.make_node("Max", ["image", "floor"], ["restored"])],
+                 [helper.make_tensor("floor", TensorProto.FLOAT, [], [floor])])
     config = EnginesConfig(backend="onnxruntime", models_dir=zoo, load="first_use", batch_size=4)
     return EngineRegistry(config, tmp_path_factory.mktemp("data"), warmup=False)
 
 
-def head_series(folder: Path, bleed_slices: set[int]) -> list[Dataset]:
-    """Axial slices of a skull ring around 35 HU brain; some with a 70 HU haemorrhage."""
+def head_series(folder: Path, bleed_slices: set[int], infarct_slices: frozenset[int] = frozenset()
+                ) -> list[Dataset]:
+    """Axial slices of a skull ring around 35 HU brain; some with a 70 HU haemorrhage or a 25 HU infarct."""
     datasets = [pydicom.dcmread(p) for p in ct_series(folder, 6, rows=64, columns=64)]
     yy, xx = np.mgrid[:64, :64]
     radius = np.hypot(yy - 32, xx - 32)
@@ -76,6 +81,8 @@ def head_series(folder: Path, bleed_slices: set[int]) -> list[Dataset]:
         hu[radius < 25] = 35.0
         if i in bleed_slices:
             hu[np.hypot(yy - 28, xx - 36) < 5] = 70.0
+        if i in infarct_slices:
+            hu[np.hypot(yy - 34, xx - 26) < 8] = 25.0
         ds.PixelData = (hu + 1024).astype(np.int16).tobytes()
     return datasets
 
@@ -113,6 +120,20 @@ def test_hyperdense_blood_is_found_on_its_slices(registry: EngineRegistry, tmp_p
     assert healthy.triage is not None and healthy.triage.score == 0.0
 
 
+def test_hypodense_infarct_is_found_on_its_slices(registry: EngineRegistry, tmp_path: Path) -> None:
+    series = head_series(tmp_path / "in", set(), infarct_slices=frozenset({1, 2}))
+    generator = AnomalyTriage(registry, {"calibration_ml": 0.005, "slice_threshold_cm2": 0.01})
+    output = generator.run(series, {"model": "floor35"})
+    assert output.triage is not None
+    assert output.triage.top_slice_index in (1, 2)
+    assert output.triage.score > 40
+    referenced = {ds.SourceImageSequence[0].ReferencedSOPInstanceUID for ds in output.objects[:-1]}
+    assert referenced == {series[1].SOPInstanceUID, series[2].SOPInstanceUID}
+    # The same 10 HU drop under a floor above it counts for nothing.
+    quiet = generator.run(series, {"model": "floor35", "hypodense_floor_hu": 12.0})
+    assert quiet.triage is not None and quiet.triage.score == 0.0
+
+
 def test_settings_are_validated_naming_the_key() -> None:
     with pytest.raises(ConfigError, match=r"anomaly_triage\.critcal"):
         TriageSettings.from_params({"critcal": 80})
@@ -120,6 +141,8 @@ def test_settings_are_validated_naming_the_key() -> None:
         TriageSettings.from_params({"urgent": "high"})
     with pytest.raises(ConfigError, match="urgent <= critical"):
         TriageSettings.from_params({"urgent": 90, "critical": 50})
+    with pytest.raises(ConfigError, match=r"anomaly_triage\.hypodense_floor_hu: must be positive"):
+        TriageSettings.from_params({"hypodense_floor_hu": 0})
     settings = TriageSettings.from_params({"critical": 80}, {"critical": 60, "urgent": 30})
     assert (settings.critical, settings.urgent) == (60.0, 30.0)
     assert [settings.category(s) for s in (10, 30, 60)] == ["routine", "urgent", "critical"]
