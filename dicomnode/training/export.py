@@ -197,7 +197,8 @@ see `dicomnode evaluate anomaly_triage`
 - Hypodense findings (infarct, the oedema around a mass) are not restored: an L1 loss
   learns the conditional median, and where the network is less than even odds sure that
   a 5-15 HU drop is disease, the median is the input itself. The hypodense channel of the
-  score is therefore empty with this model; masses are found by their hyperdense core.
+  score is therefore empty with this model; a mass scores only through what it makes
+  brighter than expected.
 - At the skull base, bone partially inside a thick slice brightens the brain next to it;
   the model sometimes removes that as if it were blood, which is the largest source of
   false positives on healthy heads.
