@@ -140,27 +140,47 @@ def analyse_volume(volume: CtVolume, engine: Engine, settings: TriageSettings) -
     pseudo = resample_slices(np.clip(manifest.preprocessing.invert(restored), *window),
                              (volume.hu.shape[1], volume.hu.shape[2]))
     mask = brain_mask(volume.hu)
-    signed = (clipped - pseudo) * mask
-    fine = _smooth(signed, settings.smoothing_mm, volume.pixel_spacing) * mask
-    coarse = _smooth(signed, settings.hypodense_smoothing_mm, volume.pixel_spacing) * mask
+    # Everything outside the brain is zero: work inside its bounding box (plus the reach of
+    # the wider Gaussian, so the result is exact), about half the pixels of the field of view.
+    widest = max(settings.smoothing_mm, settings.hypodense_smoothing_mm)
+    box = _bounding_box(mask, [int(np.ceil(_TRUNCATE * widest / s)) + 1 for s in volume.pixel_spacing])
+    inside = mask[box]
+    signed = (clipped[box] - pseudo[box]) * inside
+    fine = _smooth(signed, settings.smoothing_mm, volume.pixel_spacing) * inside
+    coarse = _smooth(signed, settings.hypodense_smoothing_mm, volume.pixel_spacing) * inside
     hyper = np.maximum(fine - settings.noise_floor_hu, 0.0)
     hypo = np.maximum(-coarse - settings.hypodense_floor_hu, 0.0)
-    excess = (hyper + hypo).astype(np.float32)
+    excess = np.zeros(mask.shape, dtype=np.float32)
+    excess[box] = hyper + hypo
     pixel_cm2 = volume.pixel_spacing[0] * volume.pixel_spacing[1] / 100.0
     slice_scores = (excess > 0).sum(axis=(1, 2)) * pixel_cm2
     weight = (np.minimum(hyper / settings.noise_floor_hu, 3.0)
               + np.minimum(hypo / settings.hypodense_floor_hu, 3.0))
     raw_ml = float(weight.sum() * volume.voxel_ml)
     score = float(100.0 * (1.0 - np.exp(-raw_ml / settings.calibration_ml)))
-    evidence = np.maximum(fine, -coarse).astype(np.float32)
+    evidence = np.zeros(mask.shape, dtype=np.float32)
+    evidence[box] = np.maximum(fine, -coarse)
     return TriageAnalysis(volume, pseudo, evidence, excess, slice_scores, raw_ml, score,
                           settings.category(score))
+
+
+_TRUNCATE = 4.0  # Gaussian kernels reach this many sigmas
 
 
 def _smooth(image: np.ndarray, sigma_mm: float, pixel_spacing: tuple[float, float]) -> np.ndarray:
     """In-plane Gaussian smoothing (slices stay independent: thickness varies 1-5 mm)."""
     sigma_px = (0.0, sigma_mm / pixel_spacing[0], sigma_mm / pixel_spacing[1])
-    return np.asarray(ndimage.gaussian_filter(image, sigma=sigma_px), dtype=np.float32)
+    return np.asarray(ndimage.gaussian_filter(image, sigma=sigma_px, truncate=_TRUNCATE), dtype=np.float32)
+
+
+def _bounding_box(mask: np.ndarray, margin: list[int]) -> tuple[slice, slice, slice]:
+    """All slices, and the rows and columns where `mask` is set, widened by `margin` pixels."""
+    rows, cols = np.flatnonzero(mask.any(axis=(0, 2))), np.flatnonzero(mask.any(axis=(0, 1)))
+    if rows.size == 0:
+        return slice(None), slice(0, 0), slice(0, 0)
+    r0, r1 = max(int(rows[0]) - margin[0], 0), min(int(rows[-1]) + margin[0] + 1, mask.shape[1])
+    c0, c1 = max(int(cols[0]) - margin[1], 0), min(int(cols[-1]) + margin[1] + 1, mask.shape[2])
+    return slice(None), slice(r0, r1), slice(c0, c1)
 
 
 def _model_grid(shape: Sequence[int | str], manifest: Any, native: tuple[int, ...]) -> tuple[int, int]:
