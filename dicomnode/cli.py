@@ -92,6 +92,10 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--batch-size", type=int, default=12)
     train.add_argument("--out", type=Path, help="model folder (default: engines/MODEL)")
+    train.add_argument("--init", type=Path, help="continue from these weights (a model.pt)")
+    train.add_argument("--lr", type=float, help="peak learning rate (default 2e-3)")
+    train.add_argument("--subtle-hu", type=float,
+                       help="lesions fainter than this (mean |HU|) weigh up to 4x more (default 20; 0: off)")
     train.set_defaults(func=_train)
 
     evaluate = sub.add_parser("evaluate", help="evaluate a generator on held-out phantoms")
@@ -187,7 +191,8 @@ def _train(args: argparse.Namespace) -> int:
     from dicomnode.training.commands import cmd_train
 
     out = args.out or Path("engines") / args.model
-    return cmd_train(args.model, out, args.steps, args.seed, batch_size=args.batch_size)
+    return cmd_train(args.model, out, args.steps, args.seed, batch_size=args.batch_size, init=args.init,
+                     lr=args.lr, subtle_hu=args.subtle_hu)
 
 
 def _evaluate(args: argparse.Namespace) -> int:

@@ -129,16 +129,34 @@ def analyse(datasets: Sequence[Dataset], engine: Engine, settings: TriageSetting
 
 
 def analyse_volume(volume: CtVolume, engine: Engine, settings: TriageSettings) -> TriageAnalysis:
+    window = model_window(engine)
+    return score_volume(volume, restore(volume, engine), window, settings)
+
+
+def model_window(engine: Engine) -> tuple[float, float]:
+    """The HU range the model sees; the difference is taken between slices clipped to it."""
+    low, high = engine.manifest.preprocessing.hu_window or (-1024.0, 3071.0)
+    return float(low), float(high)
+
+
+def restore(volume: CtVolume, engine: Engine) -> np.ndarray:
+    """The pseudo-healthy volume in HU (clipped to the model's window), on the volume's grid."""
     manifest = engine.manifest
     spec = manifest.inputs[0]
     grid = _model_grid(spec.shape, manifest, volume.hu.shape[1:])
-    window = manifest.preprocessing.hu_window or (-1024.0, 3071.0)
-    clipped = np.clip(volume.hu, *window)
-    model_input = manifest.preprocessing.apply(resample_slices(clipped, grid))
+    window = model_window(engine)
+    model_input = manifest.preprocessing.apply(resample_slices(np.clip(volume.hu, *window), grid))
     outputs = engine.run(model_input[:, None, :, :].astype(spec.numpy_dtype))
     restored = np.asarray(next(iter(outputs.values())), dtype=np.float32).reshape(model_input.shape)
     pseudo = resample_slices(np.clip(manifest.preprocessing.invert(restored), *window),
                              (volume.hu.shape[1], volume.hu.shape[2]))
+    return np.asarray(pseudo, dtype=np.float32)
+
+
+def score_volume(volume: CtVolume, pseudo: np.ndarray, window: tuple[float, float],
+                 settings: TriageSettings) -> TriageAnalysis:
+    """Anomaly map, slice and study scores from a volume and its pseudo-healthy twin."""
+    clipped = np.clip(volume.hu, *window)
     mask = brain_mask(volume.hu)
     # Everything outside the brain is zero: work inside its bounding box (plus the reach of
     # the wider Gaussian, so the result is exact), about half the pixels of the field of view.

@@ -22,6 +22,9 @@ def cmd_train(
     batch_size: int = 12,
     work_dir: Path | None = None,
     resume: bool = True,
+    init: Path | None = None,
+    lr: float | None = None,
+    subtle_hu: float | None = None,
 ) -> int:
     """Train `model`, then export model.onnx, model.pt, manifest.yaml and card.md to `output_dir`."""
     if model not in MODELS:
@@ -33,11 +36,22 @@ def cmd_train(
     except ImportError as exc:
         print(f"error: training needs the [train] extra (pip install 'dicomnode[train]'): {exc}")
         return 2
+    if init is not None and not init.is_file():
+        print(f"error: --init {init}: no such weights file")
+        return 2
+    config = TrainConfig(init_weights=init)
+    if lr is not None:
+        config.lr = lr
+    if subtle_hu is not None:
+        config.subtle_hu = subtle_hu
     # Checkpoints live outside the repository and the node's data folder, which tests clean.
     work = work_dir or cache_dir() / "train" / model
     start = time.monotonic()
-    result = train(work, steps=steps, batch_size=batch_size, seed=seed, config=TrainConfig(), resume=resume)
-    command = f"dicomnode train {model} --steps {steps} --seed {seed} --out {output_dir}"
+    result = train(work, steps=steps, batch_size=batch_size, seed=seed, config=config, resume=resume)
+    command = (
+        f"dicomnode train {model} --steps {steps} --seed {seed} --lr {config.lr:g} "
+        f"--subtle-hu {config.subtle_hu:g}" + (f" --init {init}" if init else "") + f" --out {output_dir}"
+    )
     written = export_engine(result, output_dir, seed=seed, command=command, work_dir=work)
     print(
         f"trained {model} in {time.monotonic() - start:.0f} s "

@@ -13,8 +13,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from dicomnode.engines.manifest import file_sha256
 from dicomnode.training.data import SlicePool
-from dicomnode.training.model import PseudoHealthyUNet, parameter_count
+from dicomnode.training.model import HU_WINDOW, PseudoHealthyUNet, parameter_count
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +37,10 @@ class TrainConfig:
     threads: int = 2
     seed: int = 0
     base_channels: int = 16
+    # Lesions that change the slice by less than this (mean |HU| inside their mask) weigh more,
+    # up to 4x: a subtle finding must be worth restoring, or L1 learns to leave it alone.
+    subtle_hu: float = 20.0
+    init_weights: Path | None = None  # continue from a trained state dict (model.pt)
 
 
 @dataclass
@@ -47,10 +52,31 @@ class TrainResult:
 
 
 def loss_fn(
-    pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, lesion_weight: float
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    mask: torch.Tensor,
+    lesion_weight: float,
+    *,
+    inputs: torch.Tensor | None = None,
+    subtle_hu: float = 0.0,
 ) -> torch.Tensor:
-    """L1 everywhere, plus extra weight inside the (slightly dilated) lesion mask."""
-    weight = 1.0 + lesion_weight * torch.nn.functional.max_pool2d(mask.float(), 5, stride=1, padding=2)
+    """L1 everywhere, plus extra weight inside the (slightly dilated) lesion mask.
+
+    With `inputs` and `subtle_hu`, each item's lesion weight is multiplied by
+    clamp(subtle_hu / contrast, 1, 4), contrast being the lesion's mean |input - target| in HU:
+    L1 learns the conditional median, so a faint lesion is only restored when restoring it
+    is worth more than the risk of rewriting healthy tissue that looks alike.
+    """
+    lesion = mask.float()
+    boost = torch.ones(lesion.shape[0], 1, 1, 1)
+    if inputs is not None and subtle_hu > 0:
+        width = HU_WINDOW[1] - HU_WINDOW[0]
+        area = lesion.sum(dim=(1, 2, 3), keepdim=True)
+        contrast = ((inputs - target).abs() * lesion).sum(dim=(1, 2, 3), keepdim=True) * width
+        contrast = contrast / area.clamp(min=1.0)
+        boost = torch.where(area > 0, (subtle_hu / contrast.clamp(min=1e-3)).clamp(1.0, 4.0), boost)
+    dilated = torch.nn.functional.max_pool2d(lesion, 5, stride=1, padding=2)
+    weight = 1.0 + lesion_weight * boost * dilated
     return (weight * (pred - target).abs()).sum() / weight.sum()
 
 
@@ -72,6 +98,9 @@ def train(
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(seed)
     model = PseudoHealthyUNet(cfg.base_channels)
+    if cfg.init_weights is not None:
+        model.load_state_dict(torch.load(cfg.init_weights, map_location="cpu", weights_only=True))
+        logger.info("starting from the weights in %s", cfg.init_weights)
     optimiser = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimiser,
@@ -79,7 +108,12 @@ def train(
     )
     start_step = 0
     ckpt = output_dir / CHECKPOINT
-    run_key = {"seed": seed, "batch_size": batch_size, "base_channels": cfg.base_channels}
+    run_key: dict[str, object] = {
+        "seed": seed,
+        "batch_size": batch_size,
+        "base_channels": cfg.base_channels,
+        "init": file_sha256(cfg.init_weights) if cfg.init_weights is not None else None,
+    }
     state = torch.load(ckpt, map_location="cpu", weights_only=False) if resume and ckpt.is_file() else None
     if state is not None and state.get("run") != run_key:
         # A checkpoint of another run (other seed, batch or width) would silently mix two schedules.
@@ -109,7 +143,7 @@ def train(
             if step and step % cfg.refresh_every == 0:
                 pool.add()
             x, y, m = (torch.from_numpy(a) for a in pool.batch(cfg.batch_size, cfg.crop))
-            loss = loss_fn(model(x), y, m, cfg.lesion_weight)
+            loss = loss_fn(model(x), y, m, cfg.lesion_weight, inputs=x, subtle_hu=cfg.subtle_hu)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()  # type: ignore[no-untyped-call]
             optimiser.step()
@@ -133,7 +167,7 @@ def _checkpoint(
     optimiser: torch.optim.Optimizer,
     schedule: torch.optim.lr_scheduler.LRScheduler,
     step: int,
-    run: dict[str, int],
+    run: dict[str, object],
 ) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)  # survive a cleaned-out work folder
     tmp = path.with_suffix(".tmp")

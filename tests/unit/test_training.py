@@ -117,3 +117,45 @@ def test_a_checkpoint_of_another_seed_is_not_resumed(tmp_path: Path) -> None:
     )
     assert len(other.losses) == 2  # started afresh
     assert len((tmp_path / LOSS_LOG).read_text().splitlines()) == 2
+
+
+def _lesion_batch(delta_hu: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    target = torch.full((1, 1, 16, 16), 0.4)
+    mask = torch.zeros(1, 1, 16, 16, dtype=torch.bool)
+    mask[..., 4:8, 4:8] = True
+    inputs = target + mask.float() * delta_hu / (HU_WINDOW[1] - HU_WINDOW[0])
+    return inputs, target, mask
+
+
+@pytest.mark.parametrize("delta_hu", [-10.0, 40.0])
+def test_a_faint_lesion_left_in_place_costs_more_than_a_blatant_one_per_hu(delta_hu: float) -> None:
+    inputs, target, mask = _lesion_batch(delta_hu)
+    # An identity prediction leaves the lesion in place.
+    plain = loss_fn(inputs, target, mask, 4.0)
+    boosted = loss_fn(inputs, target, mask, 4.0, inputs=inputs, subtle_hu=20.0)
+    if abs(delta_hu) < 20.0:
+        assert float(boosted) > float(plain)  # 10 HU: weight x2
+    else:
+        assert torch.isclose(boosted, plain)  # 40 HU is not subtle: unchanged
+
+
+def test_subtle_weighting_ignores_items_without_a_lesion() -> None:
+    inputs, target, _ = _lesion_batch(-10.0)
+    empty = torch.zeros_like(inputs, dtype=torch.bool)
+    plain = loss_fn(inputs, target, empty, 4.0)
+    assert torch.isclose(loss_fn(inputs, target, empty, 4.0, inputs=inputs, subtle_hu=20.0), plain)
+
+
+def test_training_continues_from_given_weights(tmp_path: Path) -> None:
+    start = PseudoHealthyUNet(base=4)
+    with torch.no_grad():
+        for p in start.parameters():
+            p.fill_(0.01)
+    weights = tmp_path / "init.pt"
+    torch.save(start.state_dict(), weights)
+    config = _tiny_config()
+    config.init_weights, config.lr = weights, 1e-9
+    result = train(tmp_path / "run", steps=1, batch_size=2, seed=1, config=config, pool=_tiny_pool(),
+                   progress=False)
+    conv = next(result.model.parameters())
+    assert torch.allclose(conv, torch.full_like(conv, 0.01), atol=1e-6)
