@@ -6,6 +6,7 @@ import logging
 import time
 from pathlib import Path
 
+from dicomnode.engines.manifest import file_sha256
 from dicomnode.phantoms.template import cache_dir
 
 logger = logging.getLogger(__name__)
@@ -52,6 +53,8 @@ def cmd_train(
         f"dicomnode train {model} --steps {steps} --seed {seed} --lr {config.lr:g} "
         f"--subtle-hu {config.subtle_hu:g}" + (f" --init {init}" if init else "") + f" --out {output_dir}"
     )
+    if init is not None:
+        command = f"{_provenance(init)} && {command}"
     written = export_engine(result, output_dir, seed=seed, command=command, work_dir=work)
     print(
         f"trained {model} in {time.monotonic() - start:.0f} s "
@@ -60,3 +63,14 @@ def cmd_train(
     for path in written:
         print(f"wrote {path}")
     return 0
+
+
+def _provenance(weights: Path) -> str:
+    """The command that produced `weights`, from the manifest beside them, so the chain can be rerun."""
+    from dicomnode.engines.manifest import load_manifest
+    from dicomnode.errors import DicomNodeError
+
+    try:
+        return load_manifest(weights.parent).training.command
+    except (DicomNodeError, OSError):
+        return f"(weights {weights.name}, sha256 {file_sha256(weights)})"

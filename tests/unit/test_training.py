@@ -159,3 +159,13 @@ def test_training_continues_from_given_weights(tmp_path: Path) -> None:
                    progress=False)
     conv = next(result.model.parameters())
     assert torch.allclose(conv, torch.full_like(conv, 0.01), atol=1e-6)
+
+
+def test_a_continued_run_records_the_command_that_made_its_starting_weights(tmp_path: Path) -> None:
+    from dicomnode.training.commands import _provenance
+
+    shipped = Path(__file__).resolve().parents[2] / "engines" / "anomaly_triage"
+    assert _provenance(shipped / "model.pt") == load_manifest(shipped).training.command
+    loose = tmp_path / "weights.pt"
+    loose.write_bytes(b"not a model folder")
+    assert file_sha256(loose) in _provenance(loose)
