@@ -96,6 +96,8 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--lr", type=float, help="peak learning rate (default 2e-3)")
     train.add_argument("--subtle-hu", type=float,
                        help="lesions fainter than this (mean |HU|) weigh up to 4x more (default 20; 0: off)")
+    train.add_argument("--mirrored", action="store_true",
+                       help="the network also sees each slice mirrored left to right")
     train.set_defaults(func=_train)
 
     evaluate = sub.add_parser("evaluate", help="evaluate a generator on held-out phantoms")
@@ -192,7 +194,7 @@ def _train(args: argparse.Namespace) -> int:
 
     out = args.out or Path("engines") / args.model
     return cmd_train(args.model, out, args.steps, args.seed, batch_size=args.batch_size, init=args.init,
-                     lr=args.lr, subtle_hu=args.subtle_hu)
+                     lr=args.lr, subtle_hu=args.subtle_hu, mirrored=args.mirrored)
 
 
 def _evaluate(args: argparse.Namespace) -> int:

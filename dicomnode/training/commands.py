@@ -26,6 +26,7 @@ def cmd_train(
     init: Path | None = None,
     lr: float | None = None,
     subtle_hu: float | None = None,
+    mirrored: bool = False,
 ) -> int:
     """Train `model`, then export model.onnx, model.pt, manifest.yaml and card.md to `output_dir`."""
     if model not in MODELS:
@@ -40,7 +41,7 @@ def cmd_train(
     if init is not None and not init.is_file():
         print(f"error: --init {init}: no such weights file")
         return 2
-    config = TrainConfig(init_weights=init)
+    config = TrainConfig(init_weights=init, mirrored=mirrored)
     if lr is not None:
         config.lr = lr
     if subtle_hu is not None:
@@ -51,7 +52,8 @@ def cmd_train(
     result = train(work, steps=steps, batch_size=batch_size, seed=seed, config=config, resume=resume)
     command = (
         f"dicomnode train {model} --steps {steps} --seed {seed} --lr {config.lr:g} "
-        f"--subtle-hu {config.subtle_hu:g}" + (f" --init {init}" if init else "") + f" --out {output_dir}"
+        f"--batch-size {batch_size} --subtle-hu {config.subtle_hu:g}" + (" --mirrored" if mirrored else "")
+        + (f" --init {init}" if init else "") + f" --out {output_dir}"
     )
     if init is not None:
         command = f"{_provenance(init)} && {command}"

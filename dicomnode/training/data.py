@@ -74,8 +74,14 @@ class SlicePool:
         self.studies.append(render(seed, lesion))
         self.rendered += 1
 
-    def batch(self, size: int, crop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(inputs, targets, masks), each (size, 1, crop, crop); about 3/4 of items show a lesion."""
+    def batch(
+        self, size: int, crop: int, full_width: bool = False
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(inputs, targets, masks), each (size, 1, crop, crop); about 3/4 of items show a lesion.
+
+        With `full_width`, crops take whole rows (size, 1, crop, W): the left-right mirror of
+        the crop is then the mirror of the slice about its centre, as at inference.
+        """
         xs, ys, ms = [], [], []
         for _ in range(size):
             study = self.studies[int(self._rng.integers(len(self.studies)))]
@@ -88,7 +94,7 @@ class SlicePool:
                 k = int(self._rng.integers(len(study.inputs)))
                 y = study.targets[k]
                 x, m = y, np.zeros(y.shape, dtype=bool)
-            x, y, m = self._crop(x, y, m, crop)
+            x, y, m = self._crop(x, y, m, crop, full_width)
             if self._rng.random() < 0.5:
                 x, y, m = x[:, ::-1], y[:, ::-1], m[:, ::-1]
             xs.append(x)
@@ -98,7 +104,7 @@ class SlicePool:
         return stack[0].astype(np.float32), stack[1].astype(np.float32), stack[2]
 
     def _crop(
-        self, x: np.ndarray, y: np.ndarray, m: np.ndarray, crop: int
+        self, x: np.ndarray, y: np.ndarray, m: np.ndarray, crop: int, full_width: bool = False
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         size = x.shape[0]
         if crop >= size:
@@ -114,5 +120,5 @@ class SlicePool:
             cr, cc = size // 2 + self._rng.integers(-40, 41), size // 2 + self._rng.integers(-40, 41)
         r0 = int(np.clip(cr - crop // 2, 0, size - crop))
         c0 = int(np.clip(cc - crop // 2, 0, size - crop))
-        window_ = (slice(r0, r0 + crop), slice(c0, c0 + crop))
+        window_ = (slice(r0, r0 + crop), slice(None) if full_width else slice(c0, c0 + crop))
         return x[window_], y[window_], m[window_]

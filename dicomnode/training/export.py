@@ -47,7 +47,7 @@ def export_onnx(model: PseudoHealthyUNet, path: Path, size: int = MODEL_MATRIX) 
 
 
 def manifest_dict(
-    sha256: str, *, seed: int, command: str, studies: int, size: int = MODEL_MATRIX
+    sha256: str, *, seed: int, command: str, studies: int, size: int = MODEL_MATRIX, mirrored: bool = False
 ) -> dict[str, Any]:
     thicknesses = "/".join(f"{t:g}" for t in THICKNESSES)
     tensor = {"dtype": "float32", "layout": "NCHW", "shape": ["batch", 1, size, size]}
@@ -75,7 +75,7 @@ def manifest_dict(
             ),
             "date": dt.date.today().isoformat(),
         },
-        "torch_module": "dicomnode.training.model:build",
+        "torch_module": "dicomnode.training.model:" + ("build_mirrored" if mirrored else "build"),
         "torch_weights": "model.pt",
         "description": (
             "Small 2D U-Net (4 levels) predicting a residual correction; healthy tissue passes through. "
@@ -110,7 +110,8 @@ def export_engine(
     torch.save(model.state_dict(), weights)
     diff = check_parity(model, onnx_path)
     logger.info("ONNX vs torch max abs difference: %.2e", diff)
-    manifest = manifest_dict(file_sha256(onnx_path), seed=seed, command=command, studies=result.studies)
+    manifest = manifest_dict(file_sha256(onnx_path), seed=seed, command=command, studies=result.studies,
+                             mirrored=model.mirrored)
     manifest_path = output_dir / "manifest.yaml"
     manifest_path.write_text(yaml.safe_dump(manifest, sort_keys=False, width=100), encoding="utf-8")
     load_manifest(output_dir)

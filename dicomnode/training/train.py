@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from dicomnode.engines.manifest import file_sha256
 from dicomnode.training.data import SlicePool
-from dicomnode.training.model import HU_WINDOW, PseudoHealthyUNet, parameter_count
+from dicomnode.training.model import HU_WINDOW, PseudoHealthyUNet, load_weights, parameter_count
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +41,7 @@ class TrainConfig:
     # up to 4x: a subtle finding must be worth restoring, or L1 learns to leave it alone.
     subtle_hu: float = 20.0
     init_weights: Path | None = None  # continue from a trained state dict (model.pt)
+    mirrored: bool = False  # the network also sees the slice flipped left to right
 
 
 @dataclass
@@ -97,9 +98,9 @@ def train(
     output_dir.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(seed)
-    model = PseudoHealthyUNet(cfg.base_channels)
+    model = PseudoHealthyUNet(cfg.base_channels, mirrored=cfg.mirrored)
     if cfg.init_weights is not None:
-        model.load_state_dict(torch.load(cfg.init_weights, map_location="cpu", weights_only=True))
+        load_weights(model, torch.load(cfg.init_weights, map_location="cpu", weights_only=True))
         logger.info("starting from the weights in %s", cfg.init_weights)
     optimiser = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.LambdaLR(
@@ -113,6 +114,7 @@ def train(
         "batch_size": batch_size,
         "base_channels": cfg.base_channels,
         "init": file_sha256(cfg.init_weights) if cfg.init_weights is not None else None,
+        "mirrored": cfg.mirrored,
     }
     state = torch.load(ckpt, map_location="cpu", weights_only=False) if resume and ckpt.is_file() else None
     if state is not None and state.get("run") != run_key:
@@ -142,7 +144,8 @@ def train(
         for step in bar:
             if step and step % cfg.refresh_every == 0:
                 pool.add()
-            x, y, m = (torch.from_numpy(a) for a in pool.batch(cfg.batch_size, cfg.crop))
+            batch = pool.batch(cfg.batch_size, cfg.crop, full_width=cfg.mirrored)
+            x, y, m = (torch.from_numpy(a) for a in batch)
             loss = loss_fn(model(x), y, m, cfg.lesion_weight, inputs=x, subtle_hu=cfg.subtle_hu)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()  # type: ignore[no-untyped-call]

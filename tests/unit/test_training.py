@@ -15,7 +15,13 @@ pytest.importorskip("scipy")
 from dicomnode.engines.manifest import file_sha256, load_manifest  # noqa: E402
 from dicomnode.training.data import SlicePool, StudySlices, window  # noqa: E402
 from dicomnode.training.export import check_parity, export_engine, export_onnx  # noqa: E402
-from dicomnode.training.model import HU_WINDOW, PseudoHealthyUNet, build, parameter_count  # noqa: E402
+from dicomnode.training.model import (  # noqa: E402
+    HU_WINDOW,
+    PseudoHealthyUNet,
+    build,
+    load_weights,
+    parameter_count,
+)
 from dicomnode.training.train import CHECKPOINT, LOSS_LOG, TrainConfig, loss_fn, train  # noqa: E402
 
 
@@ -89,6 +95,35 @@ def test_onnx_export_matches_torch(tmp_path: Path) -> None:
     path = tmp_path / "tiny.onnx"
     export_onnx(model, path, size=64)
     assert check_parity(model, path, batch=3, size=64) < 1e-4
+
+
+def test_mirrored_model_exports_to_onnx_with_one_input_channel(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = PseudoHealthyUNet(base=4, mirrored=True).eval()
+    path = tmp_path / "mirrored.onnx"
+    export_onnx(model, path, size=64)
+    assert check_parity(model, path, batch=2, size=64) < 1e-4
+
+
+def test_mirrored_model_starts_as_the_single_channel_one_and_sees_the_other_side() -> None:
+    torch.manual_seed(0)
+    single = PseudoHealthyUNet(base=4).eval()
+    mirrored = PseudoHealthyUNet(base=4, mirrored=True).eval()
+    load_weights(mirrored, single.state_dict())
+    x = torch.rand(2, 1, 32, 48)
+    with torch.inference_mode():
+        assert torch.allclose(single(x), mirrored(x))
+        with torch.no_grad():
+            mirrored.down[0][0].weight[:, 1].fill_(0.1)
+        changed = x.clone()
+        changed[..., :, :8] = 0.9  # the left edge, which the mirror shows at the right edge
+        right_edge = (mirrored(changed) - mirrored(x))[..., :, -4:]
+    assert float(right_edge.abs().max()) > 0
+
+
+def test_full_width_crops_keep_whole_rows() -> None:
+    x, y, m = _tiny_pool(size=48).batch(3, 32, full_width=True)
+    assert x.shape == y.shape == m.shape == (3, 1, 32, 48)
 
 
 def test_export_engine_writes_a_valid_model_folder(tmp_path: Path) -> None:
