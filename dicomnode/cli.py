@@ -95,7 +95,7 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--init", type=Path, help="continue from these weights (a model.pt)")
     train.add_argument("--lr", type=float, help="peak learning rate (default 2e-3)")
     train.add_argument("--subtle-hu", type=float,
-                       help="lesions fainter than this (mean |HU|) weigh up to 4x more (default 20; 0: off)")
+                       help="lesions fainter than this (mean |HU|) weigh up to 4x more (default 0: off)")
     train.add_argument("--mirrored", action="store_true",
                        help="the network also sees each slice mirrored left to right")
     train.set_defaults(func=_train)

@@ -169,8 +169,8 @@ intracranial mask; the study score ranks studies on the triage worklist.
   subarachnoid haemorrhage, infarct, mass with midline shift) and size, plus healthy heads.
   The target is the study's exact lesion-free twin (same head, pose and noise), so healthy
   tissue is an identity example and lesions must be replaced by plausible anatomy.
-- Loss: L1, weighted x5 inside the (dilated) lesion mask, and up to x17 for faint lesions
-  (`--subtle-hu`: weight x clamp(subtle_hu / mean lesion |HU change|, 1, 4)); AdamW, cosine
+- Loss: L1, weighted x5 inside the (dilated) lesion mask (with `--subtle-hu`, up to x17 for
+  faint lesions: weight x clamp(subtle_hu / mean lesion |HU change|, 1, 4)); AdamW, cosine
   schedule, random 160x160 crops and left-right flips, CPU only. A command chained with
   `&&` continues the first run's weights (`--init`) with the second's settings.
 - Command: `{manifest["training"]["command"]}` (seed {manifest["training"]["seed"]}),

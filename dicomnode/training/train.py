@@ -37,9 +37,10 @@ class TrainConfig:
     threads: int = 2
     seed: int = 0
     base_channels: int = 16
-    # Lesions that change the slice by less than this (mean |HU| inside their mask) weigh more,
-    # up to 4x: a subtle finding must be worth restoring, or L1 learns to leave it alone.
-    subtle_hu: float = 20.0
+    # With subtle_hu > 0, lesions that change the slice by less than this (mean |HU| inside
+    # their mask) weigh up to 4x more: a faint finding must be worth restoring, or L1 learns
+    # to leave it alone. Off by default: it did not help the shipped network (see the card).
+    subtle_hu: float = 0.0
     init_weights: Path | None = None  # continue from a trained state dict (model.pt)
     mirrored: bool = False  # the network also sees the slice flipped left to right
 
