@@ -110,6 +110,8 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--calibrate", type=int, default=0, metavar="N",
                           help="first fit calibration_ml on N healthy calibration studies")
     evaluate.add_argument("--write-card", action="store_true", help="write the tables into the model card")
+    evaluate.add_argument("--validation", action="store_true",
+                          help="validation phantoms (to choose settings or models), not held-out ones")
     evaluate.add_argument("--config", type=Path, help="YAML configuration (default: embedded)")
     evaluate.set_defaults(func=_evaluate)
     return parser
@@ -201,7 +203,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from dicomnode.evaluation import cmd_evaluate
 
     return cmd_evaluate(load_config(args.config), args.model, args.studies, args.shifted, args.matrix,
-                        args.calibrate, args.write_card)
+                        args.calibrate, args.write_card, validation=args.validation)
 
 
 def _worklist(args: argparse.Namespace) -> int:

@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 
 HELD_OUT_SEED = 1_000_000
 CALIBRATION_SEED = 2_000_000
+# For choosing settings and comparing candidate models, so the held-out set stays unseen.
+VALIDATION_SEED = 3_000_000
 _DICE_THRESHOLDS = np.arange(2.0, 60.0, 2.0)
 _PIXELS_PER_STUDY = 20_000
 
@@ -186,9 +188,13 @@ def write_into_card(card: Path, text: str) -> None:
 
 
 def cmd_evaluate(config: Config, model: str, studies: int, shifted: int, matrix: int,
-                 calibration: int, write_card: bool) -> int:
+                 calibration: int, write_card: bool, validation: bool = False) -> int:
     from dicomnode.phantoms import VENDORS
 
+    if validation and write_card:
+        print("error: --validation results do not go into the card (it reports the held-out set)")
+        return 2
+    first_seed = VALIDATION_SEED if validation else HELD_OUT_SEED
     registry = EngineRegistry(config.engines, config.node.data_dir)
     settings = TriageSettings.from_params(config.anomaly_triage, {"model": model})
     engine = registry.get(settings.model)
@@ -198,9 +204,9 @@ def cmd_evaluate(config: Config, model: str, studies: int, shifted: int, matrix:
             print(f"calibration_ml for the urgent threshold at the 95th percentile of healthy: {value:.3f}")
             settings = TriageSettings.from_params(config.anomaly_triage, {"model": model,
                                                                           "calibration_ml": value})
-        results = [evaluate(engine, settings, conditions(sorted(VENDORS))[0], studies, HELD_OUT_SEED, matrix)]
+        results = [evaluate(engine, settings, conditions(sorted(VENDORS))[0], studies, first_seed, matrix)]
         for i, condition in enumerate(conditions(sorted(VENDORS))[1:] if shifted else []):
-            results.append(evaluate(engine, settings, condition, shifted, HELD_OUT_SEED + 100_000 * (i + 1),
+            results.append(evaluate(engine, settings, condition, shifted, first_seed + 100_000 * (i + 1),
                                     matrix))
     finally:
         registry.close()

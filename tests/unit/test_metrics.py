@@ -53,3 +53,12 @@ def test_psnr_ssim_ccc() -> None:
     assert metrics.ssim(image, image + rng.normal(size=image.shape), 4.0) < 0.9
     assert metrics.concordance_correlation(image, image) == pytest.approx(1.0)
     assert metrics.concordance_correlation(image, image + 1) < 1.0
+
+
+def test_validation_results_are_kept_out_of_the_model_card(capsys: pytest.CaptureFixture[str]) -> None:
+    from dicomnode.config import load_config
+    from dicomnode.evaluation import CALIBRATION_SEED, HELD_OUT_SEED, VALIDATION_SEED, cmd_evaluate
+
+    assert len({HELD_OUT_SEED, CALIBRATION_SEED, VALIDATION_SEED}) == 3
+    code = cmd_evaluate(load_config(None), "anomaly_triage", 2, 0, 64, 0, write_card=True, validation=True)
+    assert code == 2 and "--validation" in capsys.readouterr().out
