@@ -6,7 +6,8 @@ import logging
 import time
 from pathlib import Path
 
-from dicomnode.engines.manifest import file_sha256
+from dicomnode.engines.manifest import file_sha256, load_manifest
+from dicomnode.errors import DicomNodeError
 from dicomnode.phantoms.template import cache_dir
 
 logger = logging.getLogger(__name__)
@@ -69,9 +70,6 @@ def cmd_train(
 
 def _provenance(weights: Path) -> str:
     """The command that produced `weights`, from the manifest beside them, so the chain can be rerun."""
-    from dicomnode.engines.manifest import load_manifest
-    from dicomnode.errors import DicomNodeError
-
     try:
         return load_manifest(weights.parent).training.command
     except (DicomNodeError, OSError):

@@ -88,9 +88,8 @@ def load_weights(model: PseudoHealthyUNet, state: dict[str, torch.Tensor]) -> No
     computes exactly what the single-channel one did and training adds the comparison.
     """
     first = "down.0.0.weight"
-    own = model.state_dict()[first]
     given = state[first]
-    if model.mirrored and given.shape[1] == 1 and own.shape[1] == 2:
+    if model.mirrored and given.shape[1] == 1:
         state = {**state, first: torch.cat([given, torch.zeros_like(given)], dim=1)}
     model.load_state_dict(state)
 

@@ -70,10 +70,10 @@ def loss_fn(
     is worth more than the risk of rewriting healthy tissue that looks alike.
     """
     lesion = mask.float()
-    boost = torch.ones(lesion.shape[0], 1, 1, 1)
+    area = lesion.sum(dim=(1, 2, 3), keepdim=True)
+    boost = torch.ones_like(area)
     if inputs is not None and subtle_hu > 0:
         width = HU_WINDOW[1] - HU_WINDOW[0]
-        area = lesion.sum(dim=(1, 2, 3), keepdim=True)
         contrast = ((inputs - target).abs() * lesion).sum(dim=(1, 2, 3), keepdim=True) * width
         contrast = contrast / area.clamp(min=1.0)
         boost = torch.where(area > 0, (subtle_hu / contrast.clamp(min=1e-3)).clamp(1.0, 4.0), boost)
@@ -116,10 +116,12 @@ def train(
         "base_channels": cfg.base_channels,
         "init": file_sha256(cfg.init_weights) if cfg.init_weights is not None else None,
         "mirrored": cfg.mirrored,
+        "lr": cfg.lr,
+        "subtle_hu": cfg.subtle_hu,
     }
     state = torch.load(ckpt, map_location="cpu", weights_only=False) if resume and ckpt.is_file() else None
     if state is not None and state.get("run") != run_key:
-        # A checkpoint of another run (other seed, batch or width) would silently mix two schedules.
+        # A checkpoint of another run (other seed, batch, width, start or loss) would mix two runs.
         logger.warning("ignoring %s: it belongs to another run (%s)", ckpt, state.get("run"))
         state = None
         (output_dir / LOSS_LOG).unlink(missing_ok=True)
