@@ -9,7 +9,7 @@ the lesion's volume on the template grid falls inside the class's range.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -342,6 +342,21 @@ _DRAFTERS: dict[str, Callable[[Anatomy, Tissues, int, np.random.Generator], _Dra
     "mass": _draft_mass,
 }
 
+
+def kind_probabilities(weights: Mapping[str, float]) -> np.ndarray:
+    """Sampling probabilities over LESION_KINDS; kinds not named weigh 1."""
+    unknown = sorted(set(weights) - set(LESION_KINDS))
+    if unknown:
+        raise ValueError(f"unknown lesion kind(s) {', '.join(unknown)}; known: {', '.join(LESION_KINDS)}")
+    if any(w < 0 for w in weights.values()):
+        raise ValueError("lesion kind weights must not be negative")
+    raw = np.array([weights.get(kind, 1.0) for kind in LESION_KINDS], dtype=np.float64)
+    if raw.sum() <= 0:
+        raise ValueError("at least one lesion kind needs a positive weight")
+    probabilities: np.ndarray = raw / raw.sum()
+    return probabilities
+
+
 __all__ = [
     "LESION_KINDS",
     "LESION_NAMES",
@@ -349,4 +364,5 @@ __all__ = [
     "SIZE_CLASS_ML",
     "Lesion",
     "add_lesion",
+    "kind_probabilities",
 ]

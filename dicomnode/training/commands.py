@@ -8,6 +8,7 @@ from pathlib import Path
 
 from dicomnode.engines.manifest import file_sha256, load_manifest
 from dicomnode.errors import DicomNodeError
+from dicomnode.phantoms.lesions import kind_probabilities
 from dicomnode.phantoms.template import cache_dir
 
 logger = logging.getLogger(__name__)
@@ -28,6 +29,8 @@ def cmd_train(
     lr: float | None = None,
     subtle_hu: float | None = None,
     mirrored: bool = False,
+    squared_hu: float | None = None,
+    kind_weights: str | None = None,
 ) -> int:
     """Train `model`, then export model.onnx, model.pt, manifest.yaml and card.md to `output_dir`."""
     if model not in MODELS:
@@ -39,21 +42,30 @@ def cmd_train(
     except ImportError as exc:
         print(f"error: training needs the [train] extra (pip install 'dicomnode[train]'): {exc}")
         return 2
+    try:
+        weights = parse_kind_weights(kind_weights) if kind_weights else None
+    except ValueError as exc:
+        print(f"error: --kind-weights {kind_weights}: {exc}")
+        return 2
     if init is not None and not init.is_file():
         print(f"error: --init {init}: no such weights file")
         return 2
-    config = TrainConfig(init_weights=init, mirrored=mirrored)
+    config = TrainConfig(init_weights=init, mirrored=mirrored, kind_weights=weights)
     if lr is not None:
         config.lr = lr
     if subtle_hu is not None:
         config.subtle_hu = subtle_hu
+    if squared_hu is not None:
+        config.squared_hu = squared_hu
     # Checkpoints live outside the repository and the node's data folder, which tests clean.
     work = work_dir or cache_dir() / "train" / model
     start = time.monotonic()
     result = train(work, steps=steps, batch_size=batch_size, seed=seed, config=config, resume=resume)
     command = (
         f"dicomnode train {model} --steps {steps} --seed {seed} --lr {config.lr:g} "
-        f"--batch-size {batch_size} --subtle-hu {config.subtle_hu:g}" + (" --mirrored" if mirrored else "")
+        f"--batch-size {batch_size} --subtle-hu {config.subtle_hu:g} --squared-hu {config.squared_hu:g}"
+        + (f" --kind-weights {format_kind_weights(weights)}" if weights else "")
+        + (" --mirrored" if mirrored else "")
         + (f" --init {init}" if init else "") + f" --out {output_dir}"
     )
     if init is not None:
@@ -66,6 +78,25 @@ def cmd_train(
     for path in written:
         print(f"wrote {path}")
     return 0
+
+
+def parse_kind_weights(text: str) -> dict[str, float]:
+    """'infarct=3,mass=2' -> {'infarct': 3.0, 'mass': 2.0}; ValueError names what is wrong."""
+    weights: dict[str, float] = {}
+    for item in text.split(","):
+        kind, sep, value = item.strip().partition("=")
+        if not sep or not kind:
+            raise ValueError(f"expected KIND=WEIGHT, got {item.strip()!r}")
+        try:
+            weights[kind.strip()] = float(value)
+        except ValueError:
+            raise ValueError(f"weight of {kind.strip()} is not a number: {value!r}") from None
+    kind_probabilities(weights)  # names every unknown kind
+    return weights
+
+
+def format_kind_weights(weights: dict[str, float]) -> str:
+    return ",".join(f"{kind}={weight:g}" for kind, weight in weights.items())
 
 
 def _provenance(weights: Path) -> str:

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import logging
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
-from dicomnode.phantoms.lesions import LESION_KINDS
+from dicomnode.phantoms.lesions import LESION_KINDS, kind_probabilities
 from dicomnode.phantoms.volume import make_pair
 from dicomnode.training.model import HU_WINDOW
 
@@ -57,8 +58,15 @@ def render(seed: int, lesion: str | None, matrix: int = MODEL_MATRIX) -> StudySl
 class SlicePool:
     """A bounded, refreshable pool of rendered studies from which batches are drawn."""
 
-    def __init__(self, seed: int, capacity: int, healthy_fraction: float = 0.15) -> None:
+    def __init__(
+        self,
+        seed: int,
+        capacity: int,
+        healthy_fraction: float = 0.15,
+        kind_weights: Mapping[str, float] | None = None,
+    ) -> None:
         self.capacity = capacity
+        self.kind_probabilities = kind_probabilities(kind_weights) if kind_weights else None
         self.healthy_fraction = healthy_fraction
         self.studies: deque[StudySlices] = deque(maxlen=capacity)
         self._next_seed = seed * 100_003 + 1
@@ -70,7 +78,10 @@ class SlicePool:
         self._next_seed += 1
         lesion: str | None = None
         if self._rng.random() >= self.healthy_fraction:
-            lesion = LESION_KINDS[int(self._rng.integers(len(LESION_KINDS)))]
+            if self.kind_probabilities is None:
+                lesion = LESION_KINDS[int(self._rng.integers(len(LESION_KINDS)))]
+            else:
+                lesion = LESION_KINDS[int(self._rng.choice(len(LESION_KINDS), p=self.kind_probabilities))]
         self.studies.append(render(seed, lesion))
         self.rendered += 1
 

@@ -41,6 +41,14 @@ class TrainConfig:
     # their mask) weigh up to 4x more: a faint finding must be worth restoring, or L1 learns
     # to leave it alone. Off by default: it did not help the shipped network (see the card).
     subtle_hu: float = 0.0
+    # With squared_hu > 0, each pixel's error e (in HU) costs |e| + squared_hu * e^2. L1 alone
+    # learns the conditional median, so a lesion the network is less than even odds sure of
+    # (a faint infarct) is left exactly as it is; the squared term pulls towards the mean,
+    # so it is partly restored in proportion to the evidence, which the score can use.
+    squared_hu: float = 0.0
+    # Relative sampling weight per lesion kind (kinds not named weigh 1); None keeps the
+    # uniform draw of the shipped runs.
+    kind_weights: dict[str, float] | None = None
     init_weights: Path | None = None  # continue from a trained state dict (model.pt)
     mirrored: bool = False  # the network also sees the slice flipped left to right
 
@@ -61,8 +69,11 @@ def loss_fn(
     *,
     inputs: torch.Tensor | None = None,
     subtle_hu: float = 0.0,
+    squared_hu: float = 0.0,
 ) -> torch.Tensor:
     """L1 everywhere, plus extra weight inside the (slightly dilated) lesion mask.
+
+    With `squared_hu`, a pixel whose error is e HU costs |e| + squared_hu * e^2 (see TrainConfig).
 
     With `inputs` and `subtle_hu`, each item's lesion weight is multiplied by
     clamp(subtle_hu / contrast, 1, 4), contrast being the lesion's mean |input - target| in HU:
@@ -79,7 +90,12 @@ def loss_fn(
         boost = torch.where(area > 0, (subtle_hu / contrast.clamp(min=1e-3)).clamp(1.0, 4.0), boost)
     dilated = torch.nn.functional.max_pool2d(lesion, 5, stride=1, padding=2)
     weight = 1.0 + lesion_weight * boost * dilated
-    return (weight * (pred - target).abs()).sum() / weight.sum()
+    error = pred - target
+    cost = error.abs()
+    if squared_hu > 0:
+        # In window units: (|e_hu| + c * e_hu^2) / width with e_hu = e * width.
+        cost = cost + squared_hu * (HU_WINDOW[1] - HU_WINDOW[0]) * error**2
+    return (weight * cost).sum() / weight.sum()
 
 
 def train(
@@ -118,6 +134,8 @@ def train(
         "mirrored": cfg.mirrored,
         "lr": cfg.lr,
         "subtle_hu": cfg.subtle_hu,
+        "squared_hu": cfg.squared_hu,
+        "kind_weights": cfg.kind_weights,
     }
     state = torch.load(ckpt, map_location="cpu", weights_only=False) if resume and ckpt.is_file() else None
     if state is not None and state.get("run") != run_key:
@@ -132,7 +150,7 @@ def train(
         start_step = int(state["step"])
         logger.info("resuming from %s at step %d", ckpt, start_step)
     logger.info("training %d parameters for %d steps", parameter_count(model), steps)
-    pool = pool or SlicePool(seed, cfg.pool_size)
+    pool = pool or SlicePool(seed, cfg.pool_size, kind_weights=cfg.kind_weights)
     begin = time.monotonic()
     while len(pool.studies) < cfg.initial_studies:
         pool.add()
@@ -149,7 +167,10 @@ def train(
                 pool.add()
             batch = pool.batch(cfg.batch_size, cfg.crop, full_width=cfg.mirrored)
             x, y, m = (torch.from_numpy(a) for a in batch)
-            loss = loss_fn(model(x), y, m, cfg.lesion_weight, inputs=x, subtle_hu=cfg.subtle_hu)
+            loss = loss_fn(
+                model(x), y, m, cfg.lesion_weight,
+                inputs=x, subtle_hu=cfg.subtle_hu, squared_hu=cfg.squared_hu,
+            )
             optimiser.zero_grad(set_to_none=True)
             loss.backward()  # type: ignore[no-untyped-call]
             optimiser.step()

@@ -13,6 +13,7 @@ pytest.importorskip("onnx")
 pytest.importorskip("scipy")
 
 from dicomnode.engines.manifest import file_sha256, load_manifest  # noqa: E402
+from dicomnode.phantoms.lesions import LESION_KINDS  # noqa: E402
 from dicomnode.training.data import SlicePool, StudySlices, window  # noqa: E402
 from dicomnode.training.export import check_parity, export_engine, export_onnx  # noqa: E402
 from dicomnode.training.model import (  # noqa: E402
@@ -204,3 +205,67 @@ def test_a_continued_run_records_the_command_that_made_its_starting_weights(tmp_
     loose = tmp_path / "weights.pt"
     loose.write_bytes(b"not a model folder")
     assert file_sha256(loose) in _provenance(loose)
+
+
+def test_the_squared_term_makes_partial_restoration_cheaper_than_none() -> None:
+    inputs, target, mask = _lesion_batch(-10.0)
+    width = HU_WINDOW[1] - HU_WINDOW[0]
+    halfway = inputs + mask.float() * 5.0 / width
+    plain = loss_fn(inputs, target, mask, 4.0)
+    assert torch.isclose(loss_fn(inputs, target, mask, 4.0, squared_hu=0.0), plain)
+    # Under L1 every step towards the target pays the same; the squared term rewards the
+    # first steps most, so a network unsure of a faint lesion still restores part of it.
+    plain_gain = loss_fn(inputs, target, mask, 4.0) - loss_fn(halfway, target, mask, 4.0)
+    squared_gain = (loss_fn(inputs, target, mask, 4.0, squared_hu=0.1)
+                    - loss_fn(halfway, target, mask, 4.0, squared_hu=0.1))
+    assert float(squared_gain) > 1.5 * float(plain_gain) > 0
+    # 10 HU left in place: |10| + 0.1 * 10^2 = 20 HU of cost per lesion pixel instead of 10.
+    assert torch.isclose(loss_fn(inputs, target, mask, 4.0, squared_hu=0.1),
+                         2 * loss_fn(inputs, target, mask, 4.0))
+
+
+@pytest.fixture
+def drawn_kinds(monkeypatch: pytest.MonkeyPatch) -> list[str | None]:
+    """The lesion kind of every study the pool renders (rendering itself is skipped)."""
+    import dicomnode.training.data as data
+
+    drawn: list[str | None] = []
+
+    def fake_render(seed: int, lesion: str | None, matrix: int = 256) -> StudySlices:
+        drawn.append(lesion)
+        empty = np.zeros((1, 8, 8), dtype=np.float16)
+        return StudySlices(empty, empty, empty.astype(bool), lesion)
+
+    monkeypatch.setattr(data, "render", fake_render)
+    return drawn
+
+
+def test_kind_weights_steer_which_lesions_the_pool_renders(drawn_kinds: list[str | None]) -> None:
+    pool = SlicePool(seed=0, capacity=4, healthy_fraction=0.0, kind_weights={"ich": 0, "sdh": 0, "edh": 0,
+                                                                              "sah": 0, "mass": 0})
+    for _ in range(20):
+        pool.add()
+    assert drawn_kinds == ["infarct"] * 20
+
+
+def test_kind_weights_name_what_is_wrong() -> None:
+    from dicomnode.training.commands import format_kind_weights, parse_kind_weights
+
+    assert parse_kind_weights("infarct=3, mass=2") == {"infarct": 3.0, "mass": 2.0}
+    assert format_kind_weights({"infarct": 3.0, "mass": 2.5}) == "infarct=3,mass=2.5"
+    for bad, named in [("infarct", "KIND=WEIGHT"), ("stroke=2", "stroke"), ("mass=big", "mass"),
+                       ("mass=-1", "negative"), ("ich=0,sdh=0,edh=0,sah=0,infarct=0,mass=0", "positive")]:
+        with pytest.raises(ValueError, match=named):
+            parse_kind_weights(bad)
+
+
+def test_the_default_pool_draws_kinds_as_the_shipped_runs_did(drawn_kinds: list[str | None]) -> None:
+    pool = SlicePool(seed=0, capacity=4)
+    for _ in range(12):
+        pool.add()
+    # The uniform draw of model 0.2.0's run (seed 0), so `dicomnode train` still reproduces it.
+    rng = np.random.default_rng(0)
+    expected = []
+    for _ in range(12):
+        expected.append(None if rng.random() < 0.15 else LESION_KINDS[int(rng.integers(6))])
+    assert drawn_kinds == expected
