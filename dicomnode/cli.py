@@ -96,9 +96,9 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--lr", type=float, help="peak learning rate (default 2e-3)")
     train.add_argument("--subtle-hu", type=float,
                        help="lesions fainter than this (mean |HU|) weigh up to 4x more (default 0: off)")
-    train.add_argument("--squared-hu", type=float,
-                       help="each pixel's error e (HU) costs |e| + this * e^2, so faint lesions are partly "
-                            "restored (default 0: plain L1)")
+    train.add_argument("--huber-hu", type=float,
+                       help="errors under this many HU cost quadratically, so healthy pixels stop "
+                            "outweighing faint lesions (default 0: plain L1)")
     train.add_argument("--kind-weights", metavar="KIND=W,...",
                        help="relative sampling weight of lesion kinds, e.g. infarct=3,mass=2 "
                             "(default: uniform)")
@@ -203,7 +203,7 @@ def _train(args: argparse.Namespace) -> int:
     out = args.out or Path("engines") / args.model
     return cmd_train(args.model, out, args.steps, args.seed, batch_size=args.batch_size, init=args.init,
                      lr=args.lr, subtle_hu=args.subtle_hu, mirrored=args.mirrored,
-                     squared_hu=args.squared_hu, kind_weights=args.kind_weights)
+                     huber_hu=args.huber_hu, kind_weights=args.kind_weights)
 
 
 def _evaluate(args: argparse.Namespace) -> int:

@@ -29,7 +29,7 @@ def cmd_train(
     lr: float | None = None,
     subtle_hu: float | None = None,
     mirrored: bool = False,
-    squared_hu: float | None = None,
+    huber_hu: float | None = None,
     kind_weights: str | None = None,
 ) -> int:
     """Train `model`, then export model.onnx, model.pt, manifest.yaml and card.md to `output_dir`."""
@@ -55,15 +55,15 @@ def cmd_train(
         config.lr = lr
     if subtle_hu is not None:
         config.subtle_hu = subtle_hu
-    if squared_hu is not None:
-        config.squared_hu = squared_hu
+    if huber_hu is not None:
+        config.huber_hu = huber_hu
     # Checkpoints live outside the repository and the node's data folder, which tests clean.
     work = work_dir or cache_dir() / "train" / model
     start = time.monotonic()
     result = train(work, steps=steps, batch_size=batch_size, seed=seed, config=config, resume=resume)
     command = (
         f"dicomnode train {model} --steps {steps} --seed {seed} --lr {config.lr:g} "
-        f"--batch-size {batch_size} --subtle-hu {config.subtle_hu:g} --squared-hu {config.squared_hu:g}"
+        f"--batch-size {batch_size} --subtle-hu {config.subtle_hu:g} --huber-hu {config.huber_hu:g}"
         + (f" --kind-weights {format_kind_weights(weights)}" if weights else "")
         + (" --mirrored" if mirrored else "")
         + (f" --init {init}" if init else "") + f" --out {output_dir}"

@@ -41,11 +41,12 @@ class TrainConfig:
     # their mask) weigh up to 4x more: a faint finding must be worth restoring, or L1 learns
     # to leave it alone. Off by default: it did not help the shipped network (see the card).
     subtle_hu: float = 0.0
-    # With squared_hu > 0, each pixel's error e (in HU) costs |e| + squared_hu * e^2. L1 alone
-    # learns the conditional median, so a lesion the network is less than even odds sure of
-    # (a faint infarct) is left exactly as it is; the squared term pulls towards the mean,
-    # so it is partly restored in proportion to the evidence, which the score can use.
-    squared_hu: float = 0.0
+    # With huber_hu > 0, errors smaller than this many HU cost quadratically (larger ones as
+    # in L1). Plain L1 pulls every healthy pixel towards exactly zero change with the same
+    # force as a lesion pixel towards its target, and healthy pixels outnumber a faint
+    # infarct's thousands to one: the network learns to change nothing it is not sure of.
+    # Near zero the quadratic pull fades, so the lesions' pull dominates what is learned.
+    huber_hu: float = 0.0
     # Relative sampling weight per lesion kind (kinds not named weigh 1); None keeps the
     # uniform draw of the shipped runs.
     kind_weights: dict[str, float] | None = None
@@ -69,11 +70,11 @@ def loss_fn(
     *,
     inputs: torch.Tensor | None = None,
     subtle_hu: float = 0.0,
-    squared_hu: float = 0.0,
+    huber_hu: float = 0.0,
 ) -> torch.Tensor:
     """L1 everywhere, plus extra weight inside the (slightly dilated) lesion mask.
 
-    With `squared_hu`, a pixel whose error is e HU costs |e| + squared_hu * e^2 (see TrainConfig).
+    With `huber_hu`, errors under that many HU cost e^2 / (2 huber_hu) instead (see TrainConfig).
 
     With `inputs` and `subtle_hu`, each item's lesion weight is multiplied by
     clamp(subtle_hu / contrast, 1, 4), contrast being the lesion's mean |input - target| in HU:
@@ -90,11 +91,11 @@ def loss_fn(
         boost = torch.where(area > 0, (subtle_hu / contrast.clamp(min=1e-3)).clamp(1.0, 4.0), boost)
     dilated = torch.nn.functional.max_pool2d(lesion, 5, stride=1, padding=2)
     weight = 1.0 + lesion_weight * boost * dilated
-    error = pred - target
-    cost = error.abs()
-    if squared_hu > 0:
-        # In window units: (|e_hu| + c * e_hu^2) / width with e_hu = e * width.
-        cost = cost + squared_hu * (HU_WINDOW[1] - HU_WINDOW[0]) * error**2
+    if huber_hu > 0:
+        beta = huber_hu / (HU_WINDOW[1] - HU_WINDOW[0])
+        cost = torch.nn.functional.smooth_l1_loss(pred, target, reduction="none", beta=beta)
+    else:
+        cost = (pred - target).abs()
     return (weight * cost).sum() / weight.sum()
 
 
@@ -134,7 +135,7 @@ def train(
         "mirrored": cfg.mirrored,
         "lr": cfg.lr,
         "subtle_hu": cfg.subtle_hu,
-        "squared_hu": cfg.squared_hu,
+        "huber_hu": cfg.huber_hu,
         "kind_weights": cfg.kind_weights,
     }
     state = torch.load(ckpt, map_location="cpu", weights_only=False) if resume and ckpt.is_file() else None
@@ -169,7 +170,7 @@ def train(
             x, y, m = (torch.from_numpy(a) for a in batch)
             loss = loss_fn(
                 model(x), y, m, cfg.lesion_weight,
-                inputs=x, subtle_hu=cfg.subtle_hu, squared_hu=cfg.squared_hu,
+                inputs=x, subtle_hu=cfg.subtle_hu, huber_hu=cfg.huber_hu,
             )
             optimiser.zero_grad(set_to_none=True)
             loss.backward()  # type: ignore[no-untyped-call]
