@@ -15,7 +15,7 @@ import yaml
 from dicomnode.engines.manifest import file_sha256, load_manifest
 from dicomnode.training.data import MODEL_MATRIX, THICKNESSES
 from dicomnode.training.model import HU_WINDOW, PseudoHealthyUNet, parameter_count
-from dicomnode.training.train import LOSS_LOG, TrainResult
+from dicomnode.training.train import LOSS_LOG, TrainConfig, TrainResult
 
 logger = logging.getLogger(__name__)
 
@@ -132,6 +132,22 @@ def loss_summary(log_path: Path, window: int = 100) -> list[tuple[int, float]]:
     return [(p, float(losses[max(0, p - window) : p].mean())) for p in points]
 
 
+def _loss_text(config: TrainConfig) -> str:
+    """The loss and data mix of a run, in words, for the card."""
+    if config.huber_hu > 0:
+        text = f"Huber (errors under {config.huber_hu:g} HU cost quadratically, larger ones as L1)"
+    else:
+        text = "L1"
+    text += f", weighted x{1 + config.lesion_weight:g} inside the (dilated) lesion mask"
+    if config.subtle_hu > 0:
+        text += (f", up to 4x more for faint lesions (weight x clamp({config.subtle_hu:g} / mean lesion "
+                 "|HU change|, 1, 4))")
+    if config.kind_weights:
+        mix = ", ".join(f"{kind} x{weight:g}" for kind, weight in config.kind_weights.items())
+        text += f"; lesion kinds drawn with relative weights {mix} (others x1)"
+    return text
+
+
 def card_text(result: TrainResult, manifest: dict[str, Any], log_path: Path, parity: float) -> str:
     size = MODEL_MATRIX
     curve = "\n".join(f"| {step} | {loss:.4f} |" for step, loss in loss_summary(log_path))
@@ -169,17 +185,16 @@ intracranial mask; the study score ranks studies on the triage worklist.
   subarachnoid haemorrhage, infarct, mass with midline shift) and size, plus healthy heads.
   The target is the study's exact lesion-free twin (same head, pose and noise), so healthy
   tissue is an identity example and lesions must be replaced by plausible anatomy.
-- Loss: L1, weighted x5 inside the (dilated) lesion mask (with `--subtle-hu`, up to x17 for
-  faint lesions: weight x clamp(subtle_hu / mean lesion |HU change|, 1, 4)); AdamW, cosine
-  schedule, random 160x160 crops and left-right flips, CPU only. A command chained with
-  `&&` continues the first run's weights (`--init`) with the second's settings.
+- Loss: {_loss_text(result.config)}; AdamW, cosine schedule, random 160x160 crops and
+  left-right flips, CPU only. A command chained with `&&` continues the first run's
+  weights (`--init`) with the second's settings.
 - Command: `{manifest["training"]["command"]}` (seed {manifest["training"]["seed"]}),
   {len(result.losses)} steps in {result.seconds / 60:.0f} min on 2 CPU cores.
 - ONNX export: opset {OPSET}; largest difference to torch eager on a random batch {parity:.1e}.
 
 Training loss (mean of the previous 100 steps):
 
-| step | L1 loss |
+| step | loss |
 | ---: | ---: |
 {curve}
 

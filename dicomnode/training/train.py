@@ -60,6 +60,7 @@ class TrainResult:
     losses: list[float] = field(default_factory=list)
     seconds: float = 0.0
     studies: int = 0
+    config: TrainConfig = field(default_factory=TrainConfig)
 
 
 def loss_fn(
@@ -155,7 +156,7 @@ def train(
     begin = time.monotonic()
     while len(pool.studies) < cfg.initial_studies:
         pool.add()
-    result = TrainResult(model)
+    result = TrainResult(model, config=cfg)
     log_path = output_dir / LOSS_LOG
     with log_path.open("a", newline="") as log_file:
         log = csv.writer(log_file)

@@ -270,3 +270,12 @@ def test_the_default_pool_draws_kinds_as_the_shipped_runs_did(drawn_kinds: list[
     for _ in range(12):
         expected.append(None if rng.random() < 0.15 else LESION_KINDS[int(rng.integers(6))])
     assert drawn_kinds == expected
+
+
+def test_the_card_describes_the_loss_and_data_mix_the_run_used() -> None:
+    from dicomnode.training.export import _loss_text
+
+    assert _loss_text(TrainConfig()) == "L1, weighted x5 inside the (dilated) lesion mask"
+    text = _loss_text(TrainConfig(huber_hu=4.0, kind_weights={"infarct": 3.0, "mass": 2.0}))
+    assert text.startswith("Huber (errors under 4 HU cost quadratically")
+    assert "infarct x3, mass x2 (others x1)" in text
