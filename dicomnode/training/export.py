@@ -20,7 +20,7 @@ from dicomnode.training.train import LOSS_LOG, TrainConfig, TrainResult
 logger = logging.getLogger(__name__)
 
 NAME = "anomaly_triage"
-VERSION = "0.2.0"
+VERSION = "0.3.0"
 INPUT_NAME = "image"
 OUTPUT_NAME = "pseudo_healthy"
 OPSET = 17
@@ -148,6 +148,18 @@ def _loss_text(config: TrainConfig) -> str:
     return text
 
 
+def _hypodense_limit(config: TrainConfig) -> str:
+    if config.huber_hu > 0:
+        return """- Hypodense findings (infarct, the oedema around a mass) lower the parenchyma by only
+  5-15 HU; the Huber loss lets the network restore them in part, and the healthy brain
+  drifts a little with it. Measure both on validation phantoms
+  (`dicomnode evaluate anomaly_triage --validation`) before setting `hypodense_floor_hu`."""
+    return """- Hypodense findings (infarct, the oedema around a mass) are likely not restored: under
+  plain L1 every healthy pixel pulls towards "change nothing" as hard as a lesion pixel
+  pulls towards its target, so a 5-15 HU drop the network is unsure of is left in place
+  (model 0.2.0 changed infarcts by 0.0 HU). `--huber-hu` removes that pull."""
+
+
 def card_text(result: TrainResult, manifest: dict[str, Any], log_path: Path, parity: float) -> str:
     size = MODEL_MATRIX
     curve = "\n".join(f"| {step} | {loss:.4f} |" for step, loss in loss_summary(log_path))
@@ -212,11 +224,7 @@ see `dicomnode evaluate anomaly_triage`
   edge of what a {size}x{size} slice and a short CPU training run can restore; a small
   residual anomaly may be missed, and healthy variants absent from the phantoms
   (calcifications other than pineal and choroid plexus, old infarcts) may light up.
-- Hypodense findings (infarct, the oedema around a mass) are not restored: an L1 loss
-  learns the conditional median, and where the network is less than even odds sure that
-  a 5-15 HU drop is disease, the median is the input itself. The hypodense channel of the
-  score is therefore empty with this model; a mass scores only through what it makes
-  brighter than expected.
+{_hypodense_limit(result.config)}
 - At the skull base, bone partially inside a thick slice brightens the brain next to it;
   the model sometimes removes that as if it were blood, which is the largest source of
   false positives on healthy heads.
