@@ -56,7 +56,7 @@ class TriageSettings:
     urgent: float = 40.0
     noise_floor_hu: float = 5.0
     smoothing_mm: float = 1.5
-    hypodense_floor_hu: float = 5.0
+    hypodense_floor_hu: float = 8.0  # chosen on validation phantoms (`evaluate --validation`)
     hypodense_smoothing_mm: float = 3.0
     calibration_ml: float = 27.4  # `dicomnode evaluate anomaly_triage --calibrate 20`
     output_slices: str = "anomalous"  # all | anomalous
