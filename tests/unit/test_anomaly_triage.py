@@ -123,7 +123,8 @@ def test_hyperdense_blood_is_found_on_its_slices(registry: EngineRegistry, tmp_p
 def test_hypodense_infarct_is_found_on_its_slices(registry: EngineRegistry, tmp_path: Path) -> None:
     series = head_series(tmp_path / "in", set(), infarct_slices=frozenset({1, 2}))
     generator = AnomalyTriage(registry, {"calibration_ml": 0.005, "slice_threshold_cm2": 0.01})
-    output = generator.run(series, {"model": "floor35"})
+    # A 10 HU drop over a few slices of a small test head: a floor of 5 HU leaves excess to score.
+    output = generator.run(series, {"model": "floor35", "hypodense_floor_hu": 5.0})
     assert output.triage is not None
     assert output.triage.top_slice_index in (1, 2)
     assert output.triage.score > 40
