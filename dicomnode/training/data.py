@@ -66,7 +66,7 @@ class SlicePool:
         kind_weights: Mapping[str, float] | None = None,
     ) -> None:
         self.capacity = capacity
-        self.kind_probabilities = kind_probabilities(kind_weights) if kind_weights else None
+        self.lesion_probabilities = kind_probabilities(kind_weights) if kind_weights else None
         self.healthy_fraction = healthy_fraction
         self.studies: deque[StudySlices] = deque(maxlen=capacity)
         self._next_seed = seed * 100_003 + 1
@@ -78,10 +78,10 @@ class SlicePool:
         self._next_seed += 1
         lesion: str | None = None
         if self._rng.random() >= self.healthy_fraction:
-            if self.kind_probabilities is None:
+            if self.lesion_probabilities is None:
                 lesion = LESION_KINDS[int(self._rng.integers(len(LESION_KINDS)))]
             else:
-                lesion = LESION_KINDS[int(self._rng.choice(len(LESION_KINDS), p=self.kind_probabilities))]
+                lesion = LESION_KINDS[int(self._rng.choice(len(LESION_KINDS), p=self.lesion_probabilities))]
         self.studies.append(render(seed, lesion))
         self.rendered += 1
 
