@@ -8,9 +8,10 @@ from typing import Any
 import pydicom
 import pytest
 from pydicom import Dataset
+from pydicom.uid import ExplicitVRLittleEndian, JPEGLosslessSV1
 
 from tests.support.dciodvfy import validate
-from tests.support.dcmtk import storescu
+from tests.support.dcmtk import encode, storescu
 from tests.support.node import NodeProcess
 from tests.support.orthanc import Orthanc
 from tests.support.ports import wait_for
@@ -51,13 +52,17 @@ def test_haemorrhage_scores_above_healthy_and_results_reach_orthanc(tmp_path: Pa
 
     bleed = write_series(make_study(101, "ich", slice_thickness_mm=5.0, lesion_size="large", matrix=256),
                          tmp_path / "bleed")
+    # Scanners and PACS often send CT JPEG-lossless compressed: the bleed arrives that way.
+    bleed = encode(bleed, tmp_path / "bleed-jpeg", "JPEG Lossless SV1")
     healthy = write_series(make_study(102, None, slice_thickness_mm=5.0, matrix=256), tmp_path / "healthy")
     pacs = {"pacs": {"host": "127.0.0.1", "port": orthanc.dicom_port, "ae_title": orthanc.aet}}
     with NodeProcess(tmp_path / "node", rules=TRIAGE_RULES, destinations=pacs,
                      engines={"models_dir": str(REPO / "engines"), "backend": "onnxruntime"}) as node:
-        for files in (bleed, healthy):
-            result = storescu(node.port, files)
+        for files, proposal in ((bleed, ["-xs"]), (healthy, [])):
+            result = storescu(node.port, files, extra=proposal)
             assert result.returncode == 0, result.stderr
+        stored = node.query("SELECT DISTINCT transfer_syntax FROM instances ORDER BY transfer_syntax")
+        assert stored == [(ExplicitVRLittleEndian,), (JPEGLosslessSV1,)]
 
         def results() -> dict[str, list[Dataset]] | None:
             found: dict[str, list[Dataset]] = {}

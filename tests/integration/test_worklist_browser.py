@@ -21,6 +21,7 @@ import pytest
 from dicomnode.telemetry import Telemetry
 from dicomnode.worklist.store import WorklistStore
 from dicomnode.worklist.web import WebServer, create_app
+from tests.support.require import require
 from tests.unit.worklist.helpers import heatmap_png, tiny_png, triage_entry
 
 REPO = Path(__file__).resolve().parents[2]
@@ -39,17 +40,9 @@ def _dcmtk() -> None:
     """This test starts no DICOM peer: it overrides the integration folder's dcmtk requirement."""
 
 
-def _require(condition: bool, reason: str) -> None:
-    if condition:
-        return
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason}; the CI image must provide it")
-    pytest.skip(reason)
-
-
 def _chromium() -> str:
     found = next((p for p in CHROMIUM_CANDIDATES if Path(p).is_file()), None)
-    _require(found is not None, "no system Chromium (apt-get install chromium)")
+    require(found is not None, "no system Chromium (apt-get install chromium)")
     assert found is not None
     return found
 
@@ -88,7 +81,7 @@ def _playwright() -> Any:
     try:
         import playwright.sync_api
     except ImportError:
-        _require(False, "the playwright Python package is not installed (pip install playwright)")
+        require(False, "the playwright Python package is not installed (pip install playwright)")
     return playwright.sync_api
 
 

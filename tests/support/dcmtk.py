@@ -53,3 +53,24 @@ class StoreSCP:
 
     def files(self) -> list[Path]:
         return sorted(p for p in self.folder.iterdir() if p.is_file())
+
+
+# dcmtk's encoders, by the transfer syntax they write (lossless only: the pixels must survive).
+ENCODERS = {
+    "JPEG Lossless SV1": ["dcmcjpeg", "+e1"],
+    "JPEG Lossless": ["dcmcjpeg", "+el"],
+    "JPEG-LS Lossless": ["dcmcjpls", "+el"],
+    "RLE Lossless": ["dcmcrle"],
+}
+
+
+def encode(files: list[Path], folder: Path, syntax: str) -> list[Path]:
+    """Copies of `files` in `folder`, compressed by dcmtk into `syntax` (a key of ENCODERS)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for source in files:
+        target = folder / source.name
+        subprocess.run([*ENCODERS[syntax], str(source), str(target)], check=True, capture_output=True,
+                       timeout=60)
+        out.append(target)
+    return out

@@ -8,9 +8,14 @@ import numpy as np
 import pydicom
 import pytest
 from pydicom import Dataset
+from pydicom.pixels import get_decoder
+from pydicom.uid import JPEG2000Lossless
 
 from dicomnode.generators.ct import SeriesRejected, brain_mask, load_ct_volume, resample_slices
+from dicomnode.net.scp import TRANSFER_SYNTAXES
+from tests.support.dcmtk import ENCODERS, dcmtk_available, encode
 from tests.support.dicomdata import ct_series
+from tests.support.require import require
 
 
 @pytest.fixture
@@ -26,6 +31,30 @@ def test_slices_are_sorted_by_position_and_converted_to_hu(series: list[Dataset]
     np.testing.assert_array_equal(volume.hu[0], expected)
     assert volume.slice_spacing == pytest.approx(5.0)
     assert volume.voxel_ml == pytest.approx(0.5 * 0.5 * 5 / 1000)
+
+
+@pytest.mark.parametrize("syntax", sorted(ENCODERS))
+def test_compressed_series_decode_to_the_same_hu(tmp_path: Path, syntax: str) -> None:
+    """Scanners and PACS send CT compressed; a generator must see exactly the stored HU."""
+    require(dcmtk_available(), "dcmtk is not installed (apt-get install dcmtk)")
+    files = ct_series(tmp_path / "raw", 4, rows=48, columns=40)
+    compressed = encode(files, tmp_path / "compressed", syntax)
+    assert pydicom.dcmread(compressed[0]).file_meta.TransferSyntaxUID.is_compressed
+    expected = load_ct_volume([pydicom.dcmread(p) for p in files]).hu
+    np.testing.assert_array_equal(load_ct_volume([pydicom.dcmread(p) for p in compressed]).hu, expected)
+
+
+def test_every_accepted_transfer_syntax_can_be_decoded() -> None:
+    """What the listener accepts, a generator can read (decoders are runtime dependencies)."""
+    missing = [uid.name for uid in TRANSFER_SYNTAXES if not get_decoder(uid).is_available]
+    assert missing == []
+
+
+def test_jpeg_2000_series_decode_to_the_same_hu(series: list[Dataset]) -> None:
+    expected = load_ct_volume(series).hu
+    for ds in series:
+        ds.compress(JPEG2000Lossless)
+    np.testing.assert_array_equal(load_ct_volume(series).hu, expected)
 
 
 @pytest.mark.parametrize(
