@@ -111,7 +111,8 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--model", default="anomaly_triage", help="model name in the zoo")
     evaluate.add_argument("--studies", type=int, default=200, help="held-out studies (half healthy)")
     evaluate.add_argument("--shifted", type=int, default=60,
-                          help="studies per shifted condition (0: reference set only)")
+                          help="studies per shifted condition, the reference set's first ones "
+                               "re-scanned (0: reference set only)")
     evaluate.add_argument("--matrix", type=int, default=256, help="phantom rows and columns")
     evaluate.add_argument("--calibrate", type=int, default=0, metavar="N",
                           help="first fit calibration_ml on N healthy calibration studies")

@@ -6,7 +6,9 @@ size. Study level: ROC AUC and sensitivity at 90 % / 95 % specificity, overall, 
 kind and per size. Pixel level: AUPRC of the smoothed difference map against the lesion
 masks (inside the brain), and the Dice of the map thresholded at the one threshold that
 maximises the mean Dice over lesion studies. Shifted conditions (other slice thickness,
-each vendor profile, doubled noise) show how far results drop outside the reference mix.
+each vendor profile, doubled noise) show how far results drop outside the reference mix:
+each re-scans the reference set's first studies (same seeds: the same heads, poses and
+lesions under the shifted scan), so the change is paired and comes with a bootstrap interval.
 All of this is phantom evidence, not clinical evidence.
 """
 
@@ -70,14 +72,19 @@ class ConditionResult:
 
 def study_plan(count: int, seed0: int, kinds: tuple[str, ...], sizes: tuple[str, ...]) -> Iterator[
         tuple[int, str | None, str | None]]:
-    """(seed, lesion kind, size): half healthy, the rest cycling through every kind and size."""
-    combos = [(k, s) for s in sizes for k in kinds]
+    """(seed, lesion kind, size): half healthy, the rest cycling through every kind and size.
+
+    Kinds cycle fastest and each round of kinds shifts the sizes by one, so every prefix of
+    the plan is mixed: each round holds every kind with sizes in turn, and every
+    len(sizes) rounds hold each (kind, size) pair once. Shifted conditions reuse the first
+    studies of the plan, so they must be as mixed as the whole set.
+    """
     for i in range(count):
         if i % 2 == 0:
             yield seed0 + i, None, None
         else:
-            kind, size = combos[(i // 2) % len(combos)]
-            yield seed0 + i, kind, size
+            cycle, k = divmod(i // 2, len(kinds))
+            yield seed0 + i, kinds[k], sizes[(k + cycle) % len(sizes)]
 
 
 def evaluate(engine: Engine, settings: TriageSettings, condition: Condition, count: int, seed0: int,
@@ -166,16 +173,27 @@ def render(results: list[ConditionResult], settings: TriageSettings, engine: Eng
              f"{settings.noise_floor_hu:g}, hypodense_floor_hu {settings.hypodense_floor_hu:g}. "
              "Phantom results, not clinical evidence.", ""]
     reference = results[0]
-    ref_auc = metrics.roc_auc(*reference.labels())
     for result in results:
         y, s = result.labels()
         auc = metrics.roc_auc(y, s)
-        drop = "" if result is reference else f" (change {auc - ref_auc:+.3f} against the reference)"
+        drop = "" if result is reference else f" ({_paired_change(reference, result)})"
         lines.append(f"### {result.condition.name}: {len(result.studies)} studies, study AUC {auc:.3f}{drop}")
         lines.append("")
         rows = summary_rows(result) if result is reference else summary_rows(result)[:1]
         lines += ["| subset | result |", "| --- | --- |"] + [f"| {a} | {b} |" for a, b in rows] + [""]
     return "\n".join(lines)
+
+
+def _paired_change(reference: ConditionResult, shifted: ConditionResult) -> str:
+    """The shifted condition against the reference on the same seeds (its first studies)."""
+    n = len(shifted.studies)
+    same = reference.studies[:n]
+    labels = np.array([s.lesion is not None for s in same])
+    change, low, high = metrics.paired_auc_change(labels, np.array([s.score for s in same]),
+                                                  np.array([s.score for s in shifted.studies]))
+    before = metrics.roc_auc(labels, np.array([s.score for s in same]))
+    return (f"reference on the same {n} heads and lesions {before:.3f}; "
+            f"change {change:+.3f}, 95 % bootstrap interval {low:+.3f} to {high:+.3f}")
 
 
 def write_into_card(card: Path, text: str) -> None:
@@ -195,6 +213,10 @@ def cmd_evaluate(config: Config, model: str, studies: int, shifted: int, matrix:
     if validation and write_card:
         print("error: --validation results do not go into the card (it reports the held-out set)")
         return 2
+    if not 0 <= shifted <= studies:
+        print(f"error: --shifted {shifted} must lie within 0..--studies ({studies}): shifted conditions "
+              "re-scan the first studies of the reference set")
+        return 2
     first_seed = VALIDATION_SEED if validation else HELD_OUT_SEED
     registry = EngineRegistry(config.engines, config.node.data_dir)
     settings = TriageSettings.from_params(config.anomaly_triage, {"model": model})
@@ -206,9 +228,9 @@ def cmd_evaluate(config: Config, model: str, studies: int, shifted: int, matrix:
             settings = TriageSettings.from_params(config.anomaly_triage, {"model": model,
                                                                           "calibration_ml": value})
         results = [evaluate(engine, settings, conditions(sorted(VENDORS))[0], studies, first_seed, matrix)]
-        for i, condition in enumerate(conditions(sorted(VENDORS))[1:] if shifted else []):
-            results.append(evaluate(engine, settings, condition, shifted, first_seed + 100_000 * (i + 1),
-                                    matrix))
+        # Paired: each shifted condition re-scans the reference's first heads and lesions.
+        for condition in conditions(sorted(VENDORS))[1:] if shifted else []:
+            results.append(evaluate(engine, settings, condition, shifted, first_seed, matrix))
     finally:
         registry.close()
     text = render(results, settings, engine, matrix)

@@ -30,6 +30,30 @@ def sensitivity_at_specificity(labels: np.ndarray, scores: np.ndarray, specifici
     return float((s[y] > threshold).mean())
 
 
+def paired_auc_change(labels: np.ndarray, before: np.ndarray, after: np.ndarray, rounds: int = 2000,
+                      seed: int = 0) -> tuple[float, float, float]:
+    """AUC(after) - AUC(before) on the same cases, with a 95 % bootstrap interval over cases.
+
+    Resampling the cases jointly keeps the pairing, so the interval reflects the change
+    itself and not the spread of two independent AUCs.
+    """
+    y = np.asarray(labels, dtype=bool).ravel()
+    a = np.asarray(before, dtype=float).ravel()
+    b = np.asarray(after, dtype=float).ravel()
+    change = roc_auc(y, b) - roc_auc(y, a)
+    rng = np.random.default_rng(seed)
+    samples = []
+    for _ in range(rounds):
+        pick = rng.integers(0, y.size, y.size)
+        if y[pick].all() or not y[pick].any():
+            continue
+        samples.append(roc_auc(y[pick], b[pick]) - roc_auc(y[pick], a[pick]))
+    if not samples:
+        return change, float("nan"), float("nan")
+    low, high = np.percentile(samples, [2.5, 97.5])
+    return change, float(low), float(high)
+
+
 def average_precision(labels: np.ndarray, scores: np.ndarray) -> float:
     """Area under the precision-recall curve (step-wise average precision)."""
     y = np.asarray(labels, dtype=bool).ravel()

@@ -28,6 +28,21 @@ def test_sensitivity_at_specificity() -> None:
     assert metrics.sensitivity_at_specificity(labels, scores, 1.0) == 0.75
 
 
+def test_paired_auc_change_interval_follows_the_pairing() -> None:
+    rng = np.random.default_rng(1)
+    labels = np.array([0, 1] * 40)
+    before = labels * 2.0 + rng.normal(size=labels.size)
+    change, low, high = metrics.paired_auc_change(labels, before, before.copy())
+    assert (change, low, high) == (0.0, 0.0, 0.0)
+    # the same cases with the lesion signal halved: a clear, consistent drop
+    after = labels * 1.0 + (before - labels * 2.0)
+    change, low, high = metrics.paired_auc_change(labels, before, after)
+    assert change < 0 and low <= change <= high < 0
+    # unrelated scores: an interval that includes no change
+    change, low, high = metrics.paired_auc_change(labels, before, rng.normal(size=labels.size) + labels * 2.0)
+    assert low < 0.05 and high > -0.05 and low < high
+
+
 def test_average_precision_matches_hand_computation() -> None:
     labels = np.array([1, 0, 1, 0])
     scores = np.array([0.9, 0.8, 0.7, 0.1])
@@ -62,3 +77,26 @@ def test_validation_results_are_kept_out_of_the_model_card(capsys: pytest.Captur
     assert len({HELD_OUT_SEED, CALIBRATION_SEED, VALIDATION_SEED}) == 3
     code = cmd_evaluate(load_config(None), "anomaly_triage", 2, 0, 64, 0, write_card=True, validation=True)
     assert code == 2 and "--validation" in capsys.readouterr().out
+
+
+def test_study_plan_is_mixed_in_every_prefix() -> None:
+    from collections import Counter
+
+    from dicomnode.evaluation import study_plan
+
+    kinds, sizes = ("a", "b", "c", "d"), ("small", "medium", "large")
+    plan = list(study_plan(2 * len(kinds) * len(sizes), 100, kinds, sizes))
+    assert [seed for seed, _, _ in plan] == list(range(100, 100 + len(plan)))
+    assert all(kind is None and size is None for _, kind, size in plan[::2])
+    lesions = [(kind, size) for _, kind, size in plan[1::2]]
+    assert Counter(lesions) == Counter({(k, s): 1 for k in kinds for s in sizes})
+    first_round = lesions[: len(kinds)]
+    assert {k for k, _ in first_round} == set(kinds) and {s for _, s in first_round} == set(sizes)
+
+
+def test_shifted_conditions_cannot_outnumber_the_reference(capsys: pytest.CaptureFixture[str]) -> None:
+    from dicomnode.config import load_config
+    from dicomnode.evaluation import cmd_evaluate
+
+    assert cmd_evaluate(load_config(None), "anomaly_triage", 4, 6, 64, 0, write_card=False) == 2
+    assert "--shifted 6" in capsys.readouterr().out
