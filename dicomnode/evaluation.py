@@ -5,10 +5,14 @@ Studies are generated from seeds the training never uses (training draws from se
 size. Study level: ROC AUC and sensitivity at 90 % / 95 % specificity, overall, per lesion
 kind and per size. Pixel level: AUPRC of the smoothed difference map against the lesion
 masks (inside the brain), and the Dice of the map thresholded at the one threshold that
-maximises the mean Dice over lesion studies. Shifted conditions (other slice thickness,
-each vendor profile, doubled noise) show how far results drop outside the reference mix:
-each re-scans the reference set's first studies (same seeds: the same heads, poses and
-lesions under the shifted scan), so the change is paired and comes with a bootstrap interval.
+maximises the mean Dice over lesion studies. Every study is written as its scanner's DICOM
+series and read back, so the HU conversion the node does is part of what is measured.
+
+Shifted conditions show how far results move away from the reference mix: the thinnest and
+thickest slices of the training mix (1 and 5 mm), and what training never saw (2 mm slices,
+a scanner profile with a smoother reconstruction and other tags, 8 HU more noise). Each
+re-scans the reference set's first studies (same seeds: the same heads, poses and lesions
+under the shifted scan), so the change is paired and comes with a bootstrap interval.
 All of this is phantom evidence, not clinical evidence.
 """
 
@@ -17,18 +21,24 @@ from __future__ import annotations
 import logging
 import math
 import re
+import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+import pydicom
 from tqdm import tqdm
 
 from dicomnode import metrics
 from dicomnode.config import Config
 from dicomnode.engines import Engine, EngineRegistry
 from dicomnode.generators.anomaly_triage import TriageSettings, analyse_volume
-from dicomnode.generators.ct import CtVolume
+from dicomnode.generators.ct import CtVolume, load_ct_volume
+
+if TYPE_CHECKING:
+    from dicomnode.phantoms import PhantomStudy
 
 log = logging.getLogger(__name__)
 
@@ -97,11 +107,10 @@ def evaluate(engine: Engine, settings: TriageSettings, condition: Condition, cou
     for seed, lesion, size in tqdm(plan, desc=condition.name, disable=not progress, leave=False):
         study = make_study(seed, lesion, slice_thickness_mm=condition.slice_thickness_mm, matrix=matrix,
                            lesion_size=size, vendor=condition.vendor)
-        hu = study.hu.astype(np.float32)
         if condition.extra_noise_hu:
-            hu = hu + rng.normal(0.0, condition.extra_noise_hu, hu.shape).astype(np.float32)
-        volume = CtVolume(hu, [], (study.spacing[1], study.spacing[2]), study.spacing[0])
-        analysis = analyse_volume(volume, engine, settings)
+            noisy = study.hu + rng.normal(0.0, condition.extra_noise_hu, study.hu.shape)
+            study = replace(study, hu=np.clip(np.rint(noisy), -32768, 32767).astype(np.int16))
+        analysis = analyse_volume(_through_dicom(study), engine, settings)
         result.studies.append(StudyResult(lesion, size, analysis.score, analysis.raw_ml))
         if lesion is None:
             continue
@@ -118,6 +127,18 @@ def evaluate(engine: Engine, settings: TriageSettings, condition: Condition, cou
     return result
 
 
+def _through_dicom(study: PhantomStudy) -> CtVolume:
+    """The study as the node gets it: written as the vendor's DICOM series and read back."""
+    from dicomnode.phantoms import write_series
+
+    with tempfile.TemporaryDirectory(prefix="dicomnode-evaluate-") as folder:
+        datasets = [pydicom.dcmread(path) for path in write_series(study, Path(folder))]
+    volume = load_ct_volume(datasets)
+    if volume.hu.shape != study.hu.shape:
+        raise RuntimeError(f"phantom seed {study.seed}: read back {volume.hu.shape}, wrote {study.hu.shape}")
+    return volume
+
+
 def calibrate(engine: Engine, settings: TriageSettings, count: int, matrix: int) -> float:
     """calibration_ml that puts the 95th percentile of healthy studies at the urgent threshold."""
     from dicomnode.phantoms import make_study
@@ -125,9 +146,7 @@ def calibrate(engine: Engine, settings: TriageSettings, count: int, matrix: int)
     raws = []
     for i in tqdm(range(count), desc="calibration", leave=False):
         study = make_study(CALIBRATION_SEED + i, None, matrix=matrix)
-        volume = CtVolume(study.hu.astype(np.float32), [], (study.spacing[1], study.spacing[2]),
-                          study.spacing[0])
-        raws.append(analyse_volume(volume, engine, settings).raw_ml)
+        raws.append(analyse_volume(_through_dicom(study), engine, settings).raw_ml)
     r95 = float(np.percentile(raws, 95))
     return max(r95, 1e-3) / -math.log(1.0 - settings.urgent / 100.0)
 
@@ -157,13 +176,15 @@ def summary_rows(result: ConditionResult) -> list[tuple[str, str]]:
     return rows
 
 
-def conditions(vendors: list[str]) -> list[Condition]:
+def conditions(unseen_vendors: list[str]) -> list[Condition]:
+    """The reference mix, then the thinnest and thickest trained slices and what training never saw."""
     return [
         Condition("reference (mixed thickness and vendors)"),
         Condition("1 mm slices", slice_thickness_mm=1.0),
         Condition("5 mm slices", slice_thickness_mm=5.0),
-        *[Condition(f"vendor {v}", vendor=v) for v in vendors],
-        Condition("noise +8 HU", extra_noise_hu=8.0),
+        Condition("2 mm slices (not in training)", slice_thickness_mm=2.0),
+        *[Condition(f"vendor {v} (not in training)", vendor=v) for v in unseen_vendors],
+        Condition("noise +8 HU (not in training)", extra_noise_hu=8.0),
     ]
 
 
@@ -208,7 +229,7 @@ def write_into_card(card: Path, text: str) -> None:
 
 def cmd_evaluate(config: Config, model: str, studies: int, shifted: int, matrix: int,
                  calibration: int, write_card: bool, validation: bool = False) -> int:
-    from dicomnode.phantoms import VENDORS
+    from dicomnode.phantoms import UNSEEN_VENDORS
 
     if validation and write_card:
         print("error: --validation results do not go into the card (it reports the held-out set)")
@@ -227,9 +248,10 @@ def cmd_evaluate(config: Config, model: str, studies: int, shifted: int, matrix:
             print(f"calibration_ml for the urgent threshold at the 95th percentile of healthy: {value:.3f}")
             settings = TriageSettings.from_params(config.anomaly_triage, {"model": model,
                                                                           "calibration_ml": value})
-        results = [evaluate(engine, settings, conditions(sorted(VENDORS))[0], studies, first_seed, matrix)]
+        reference, *others = conditions(sorted(UNSEEN_VENDORS))
+        results = [evaluate(engine, settings, reference, studies, first_seed, matrix)]
         # Paired: each shifted condition re-scans the reference's first heads and lesions.
-        for condition in conditions(sorted(VENDORS))[1:] if shifted else []:
+        for condition in others if shifted else []:
             results.append(evaluate(engine, settings, condition, shifted, first_seed, matrix))
     finally:
         registry.close()

@@ -2,7 +2,7 @@
 
 from dicomnode.phantoms.dicom_writer import write_series
 from dicomnode.phantoms.lesions import LESION_KINDS, LESION_NAMES, SIZE_CLASS_ML, SIZE_CLASSES
-from dicomnode.phantoms.vendors import VENDORS
+from dicomnode.phantoms.vendors import UNSEEN_VENDORS, VENDORS, vendor_profile
 from dicomnode.phantoms.volume import PhantomStudy, make_pair, make_study
 
 __all__ = [
@@ -10,9 +10,11 @@ __all__ = [
     "LESION_NAMES",
     "SIZE_CLASSES",
     "SIZE_CLASS_ML",
+    "UNSEEN_VENDORS",
     "VENDORS",
     "PhantomStudy",
     "make_pair",
     "make_study",
+    "vendor_profile",
     "write_series",
 ]

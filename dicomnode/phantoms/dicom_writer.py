@@ -15,7 +15,7 @@ import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID, CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
-from dicomnode.phantoms.vendors import VENDORS, VendorProfile
+from dicomnode.phantoms.vendors import VendorProfile, vendor_profile
 from dicomnode.phantoms.volume import PhantomStudy
 
 logger = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ def write_series(
 ) -> list[Path]:
     """Write one file per slice into `outdir` (created); returns the paths, slice order."""
     seed = study.seed if seed is None else seed
-    profile = VENDORS[vendor or study.vendor]
+    profile = vendor_profile(vendor or study.vendor)
     key = (seed, study.lesion_kind, study.lesion_size, study.shape, study.spacing, profile.key)
     study_uid = _uid("study", *key)
     series_uid = _uid("series", *key)

@@ -109,4 +109,41 @@ VENDORS: dict[str, VendorProfile] = {
     ),
 }
 
-__all__ = ["VENDORS", "VendorProfile"]
+# Never drawn for training: evaluation (and anyone) can ask for a scanner the model has not seen.
+# A smoother iterative reconstruction with coarser noise grain than any training profile, and
+# signed storage with a zero rescale intercept, so the HU conversion takes another path too.
+UNSEEN_VENDORS: dict[str, VendorProfile] = {
+    "canon": VendorProfile(
+        key="canon",
+        manufacturer="CANON_MEC",
+        model="Aquilion ONE",
+        convolution_kernel="FC26",
+        software_versions="V10.4",
+        station_name="CTCANON1",
+        series_description="Brain 5.0 FC26 AIDR3D",
+        protocol_name="Routine Brain",
+        kvp=120.0,
+        tube_current_ma=(200, 300),
+        exposure_time_ms=1000,
+        noise_hu=(2.5, 4.0),
+        noise_grain_px=1.8,
+        kernel_blur_px=1.6,
+        pixel_representation=1,
+        rescale_intercept=0.0,
+        windows=((40.0, 80.0), (500.0, 2500.0)),
+        window_explanation=("BRAIN", "BONE"),
+        scan_options="VOLUME",
+        filter_type="FC26",
+    ),
+}
+
+
+def vendor_profile(key: str) -> VendorProfile:
+    """A scanner profile by key, training or unseen; an unknown key names the known ones."""
+    profiles = {**VENDORS, **UNSEEN_VENDORS}
+    if key not in profiles:
+        raise ValueError(f"unknown vendor {key!r}; expected one of {', '.join(sorted(profiles))}")
+    return profiles[key]
+
+
+__all__ = ["UNSEEN_VENDORS", "VENDORS", "VendorProfile", "vendor_profile"]

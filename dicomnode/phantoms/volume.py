@@ -20,7 +20,7 @@ from scipy import ndimage
 from dicomnode.phantoms.anatomy import hu_volume, random_tissues
 from dicomnode.phantoms.lesions import LESION_KINDS, SIZE_CLASSES, Lesion, add_lesion
 from dicomnode.phantoms.template import Anatomy, load_anatomy
-from dicomnode.phantoms.vendors import VENDORS, VendorProfile
+from dicomnode.phantoms.vendors import VENDORS, VendorProfile, vendor_profile
 
 logger = logging.getLogger(__name__)
 
@@ -121,7 +121,8 @@ def make_pair(
     anatomy = load_anatomy()
     scanner = rng["scanner"]
     profile = (
-        VENDORS[vendor] if vendor is not None else VENDORS[sorted(VENDORS)[scanner.integers(len(VENDORS))]]
+        vendor_profile(vendor) if vendor is not None
+        else VENDORS[sorted(VENDORS)[scanner.integers(len(VENDORS))]]
     )
     thickness = (
         float(slice_thickness_mm) if slice_thickness_mm else float(scanner.choice([1.0, 2.5, 3.0, 5.0]))
