@@ -200,7 +200,9 @@ def render(results: list[ConditionResult], settings: TriageSettings, engine: Eng
         drop = "" if result is reference else f" ({_paired_change(reference, result)})"
         lines.append(f"### {result.condition.name}: {len(result.studies)} studies, study AUC {auc:.3f}{drop}")
         lines.append("")
-        rows = summary_rows(result) if result is reference else summary_rows(result)[:1]
+        rows = summary_rows(result)
+        if result is not reference:  # a few lesions of each kind: only the totals and sizes
+            rows = [row for row in rows if row[0] == "all lesions" or row[0].startswith("size ")]
         lines += ["| subset | result |", "| --- | --- |"] + [f"| {a} | {b} |" for a, b in rows] + [""]
     return "\n".join(lines)
 

@@ -61,7 +61,7 @@ def write_series(
         path = outdir / f"CT.{k + 1:04d}.dcm"
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)
-    logger.info("wrote %d CT instances of phantom series to %s", len(paths), outdir)
+    logger.debug("wrote %d CT instances of phantom series to %s", len(paths), outdir)
     return paths
 
 

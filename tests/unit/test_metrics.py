@@ -68,35 +68,3 @@ def test_psnr_ssim_ccc() -> None:
     assert metrics.ssim(image, image + rng.normal(size=image.shape), 4.0) < 0.9
     assert metrics.concordance_correlation(image, image) == pytest.approx(1.0)
     assert metrics.concordance_correlation(image, image + 1) < 1.0
-
-
-def test_validation_results_are_kept_out_of_the_model_card(capsys: pytest.CaptureFixture[str]) -> None:
-    from dicomnode.config import load_config
-    from dicomnode.evaluation import CALIBRATION_SEED, HELD_OUT_SEED, VALIDATION_SEED, cmd_evaluate
-
-    assert len({HELD_OUT_SEED, CALIBRATION_SEED, VALIDATION_SEED}) == 3
-    code = cmd_evaluate(load_config(None), "anomaly_triage", 2, 0, 64, 0, write_card=True, validation=True)
-    assert code == 2 and "--validation" in capsys.readouterr().out
-
-
-def test_study_plan_is_mixed_in_every_prefix() -> None:
-    from collections import Counter
-
-    from dicomnode.evaluation import study_plan
-
-    kinds, sizes = ("a", "b", "c", "d"), ("small", "medium", "large")
-    plan = list(study_plan(2 * len(kinds) * len(sizes), 100, kinds, sizes))
-    assert [seed for seed, _, _ in plan] == list(range(100, 100 + len(plan)))
-    assert all(kind is None and size is None for _, kind, size in plan[::2])
-    lesions = [(kind, size) for _, kind, size in plan[1::2]]
-    assert Counter(lesions) == Counter({(k, s): 1 for k in kinds for s in sizes})
-    first_round = lesions[: len(kinds)]
-    assert {k for k, _ in first_round} == set(kinds) and {s for _, s in first_round} == set(sizes)
-
-
-def test_shifted_conditions_cannot_outnumber_the_reference(capsys: pytest.CaptureFixture[str]) -> None:
-    from dicomnode.config import load_config
-    from dicomnode.evaluation import cmd_evaluate
-
-    assert cmd_evaluate(load_config(None), "anomaly_triage", 4, 6, 64, 0, write_card=False) == 2
-    assert "--shifted 6" in capsys.readouterr().out

@@ -17,6 +17,7 @@ from scipy import ndimage
 from dicomnode.phantoms import (
     LESION_KINDS,
     SIZE_CLASS_ML,
+    UNSEEN_VENDORS,
     VENDORS,
     make_pair,
     make_study,
@@ -25,6 +26,7 @@ from dicomnode.phantoms import (
 from dicomnode.phantoms.anatomy import hu_volume, random_tissues
 from dicomnode.phantoms.commands import cmd_phantom
 from dicomnode.phantoms.template import load_anatomy
+from tests.support.dciodvfy import require_dciodvfy, validate
 
 
 @pytest.fixture(scope="module")
@@ -155,17 +157,34 @@ def test_write_series_is_a_consistent_ct_series(tmp_path: Path) -> None:
 
 
 def test_vendor_profiles_differ(tmp_path: Path) -> None:
-    assert len(VENDORS) >= 3
+    require_dciodvfy()
+    profiles = {**VENDORS, **UNSEEN_VENDORS}
+    assert len(VENDORS) >= 3 and UNSEEN_VENDORS and not set(VENDORS) & set(UNSEEN_VENDORS)
     study, _ = make_pair(9, None, slice_thickness_mm=5.0, matrix=256, healthy_twin=False, slices=[16])
     headers = {}
-    for vendor in VENDORS:
-        ds = pydicom.dcmread(write_series(study, tmp_path / vendor, seed=9, vendor=vendor)[0])
+    for vendor in profiles:
+        path = write_series(study, tmp_path / vendor, seed=9, vendor=vendor)[0]
+        assert validate(path) == [], vendor
+        ds = pydicom.dcmread(path)
         headers[vendor] = (ds.Manufacturer, ds.ManufacturerModelName, ds.ConvolutionKernel)
         # Unsigned storage cannot go below the rescale intercept, as on the real scanners.
-        expected = np.maximum(study.hu[0], float(ds.RescaleIntercept))
+        lowest = -32768 if ds.PixelRepresentation else float(ds.RescaleIntercept)
+        expected = np.maximum(study.hu[0], lowest)
         assert np.array_equal(apply_rescale(ds.pixel_array, ds), expected)
-    assert len(set(headers.values())) == len(VENDORS)
-    assert len({(v.noise_hu, v.kernel_blur_px) for v in VENDORS.values()}) == len(VENDORS)
+    assert len(set(headers.values())) == len(profiles)
+    assert len({(v.noise_hu, v.kernel_blur_px) for v in profiles.values()}) == len(profiles)
+    assert {float(ds.RescaleIntercept) for ds in [pydicom.dcmread(p) for p in tmp_path.glob("*/*.dcm")]} == {
+        v.rescale_intercept for v in profiles.values()}
+
+
+def test_training_draws_only_the_training_vendors() -> None:
+    drawn = {make_pair(seed, None, matrix=256, healthy_twin=False, slices=[0])[0].vendor
+             for seed in range(24)}
+    assert drawn == set(VENDORS)
+    unseen = next(iter(UNSEEN_VENDORS))
+    assert make_pair(1, None, matrix=256, vendor=unseen, healthy_twin=False, slices=[0])[0].vendor == unseen
+    with pytest.raises(ValueError, match=unseen):
+        make_study(1, None, matrix=256, vendor="no-such-scanner")
 
 
 def test_cmd_phantom(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,0 +1,52 @@
+"""`dicomnode evaluate`: the study plan, the DICOM round trip and the command's own checks."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from dicomnode.config import load_config
+from dicomnode.evaluation import (
+    CALIBRATION_SEED,
+    HELD_OUT_SEED,
+    VALIDATION_SEED,
+    _through_dicom,
+    cmd_evaluate,
+    study_plan,
+)
+
+
+def test_validation_results_are_kept_out_of_the_model_card(capsys: pytest.CaptureFixture[str]) -> None:
+    assert len({HELD_OUT_SEED, CALIBRATION_SEED, VALIDATION_SEED}) == 3
+    code = cmd_evaluate(load_config(None), "anomaly_triage", 2, 0, 64, 0, write_card=True, validation=True)
+    assert code == 2 and "--validation" in capsys.readouterr().out
+
+
+def test_study_plan_is_mixed_in_every_prefix() -> None:
+    kinds, sizes = ("a", "b", "c", "d"), ("small", "medium", "large")
+    plan = list(study_plan(2 * len(kinds) * len(sizes), 100, kinds, sizes))
+    assert [seed for seed, _, _ in plan] == list(range(100, 100 + len(plan)))
+    assert all(kind is None and size is None for _, kind, size in plan[::2])
+    lesions = [(kind, size) for _, kind, size in plan[1::2]]
+    assert Counter(lesions) == Counter({(k, s): 1 for k in kinds for s in sizes})
+    first_round = lesions[: len(kinds)]
+    assert {k for k, _ in first_round} == set(kinds) and {s for _, s in first_round} == set(sizes)
+
+
+def test_shifted_conditions_cannot_outnumber_the_reference(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cmd_evaluate(load_config(None), "anomaly_triage", 4, 6, 64, 0, write_card=False) == 2
+    assert "--shifted 6" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("vendor", ["philips", "canon"])
+def test_studies_reach_the_pipeline_through_their_scanners_dicom(vendor: str) -> None:
+    pytest.importorskip("nilearn")
+    from dicomnode.phantoms import make_study
+
+    study = make_study(7, "ich", slice_thickness_mm=5.0, matrix=256, vendor=vendor)
+    volume = _through_dicom(study)
+    # philips stores unsigned from -1000 HU; canon signed with intercept 0: the same HU either way
+    assert np.array_equal(volume.hu, np.maximum(study.hu, -1000 if vendor == "philips" else -32768))
+    assert volume.pixel_spacing == pytest.approx(study.spacing[1:])
