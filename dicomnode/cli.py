@@ -105,6 +105,9 @@ def _parser() -> argparse.ArgumentParser:
                             "(default: uniform)")
     train.add_argument("--mirrored", action="store_true",
                        help="the network also sees each slice mirrored left to right")
+    train.add_argument("--vary-texture", action="store_true",
+                       help="give each phantom its own noise level, noise grain and kernel blur, over a "
+                            "wider range than the scanner profiles (robustness to other scanners)")
     train.set_defaults(func=_train)
 
     evaluate = sub.add_parser("evaluate", help="evaluate a generator on held-out phantoms")
@@ -205,7 +208,7 @@ def _train(args: argparse.Namespace) -> int:
     out = args.out or Path("engines") / args.model
     return cmd_train(args.model, out, args.steps, args.seed, batch_size=args.batch_size, init=args.init,
                      lr=args.lr, subtle_hu=args.subtle_hu, mirrored=args.mirrored,
-                     huber_hu=args.huber_hu, kind_weights=args.kind_weights)
+                     huber_hu=args.huber_hu, kind_weights=args.kind_weights, vary_texture=args.vary_texture)
 
 
 def _evaluate(args: argparse.Namespace) -> int:

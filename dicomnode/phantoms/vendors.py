@@ -7,7 +7,7 @@ they are plausible, not copies of any real device's conformance statement.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 logger = logging.getLogger(__name__)
 
@@ -138,6 +138,26 @@ UNSEEN_VENDORS: dict[str, VendorProfile] = {
 }
 
 
+@dataclass(frozen=True)
+class ScannerTexture:
+    """Image texture that replaces a profile's: noise level, noise grain and kernel blur.
+
+    Training draws these over a range wider than the three profiles' (see
+    `dicomnode.training.data`), so the model learns what a scanner's texture is rather than
+    three particular ones; the headers stay the profile's.
+    """
+
+    noise_hu: tuple[float, float]
+    noise_grain_px: float
+    kernel_blur_px: float
+
+    def apply(self, profile: VendorProfile) -> VendorProfile:
+        return replace(
+            profile, noise_hu=self.noise_hu, noise_grain_px=self.noise_grain_px,
+            kernel_blur_px=self.kernel_blur_px,
+        )
+
+
 def vendor_profile(key: str) -> VendorProfile:
     """A scanner profile by key, training or unseen; an unknown key names the known ones."""
     profiles = {**VENDORS, **UNSEEN_VENDORS}
@@ -146,4 +166,4 @@ def vendor_profile(key: str) -> VendorProfile:
     return profiles[key]
 
 
-__all__ = ["UNSEEN_VENDORS", "VENDORS", "VendorProfile", "vendor_profile"]
+__all__ = ["UNSEEN_VENDORS", "VENDORS", "ScannerTexture", "VendorProfile", "vendor_profile"]

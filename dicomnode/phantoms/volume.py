@@ -20,7 +20,7 @@ from scipy import ndimage
 from dicomnode.phantoms.anatomy import hu_volume, random_tissues
 from dicomnode.phantoms.lesions import LESION_KINDS, SIZE_CLASSES, Lesion, add_lesion
 from dicomnode.phantoms.template import Anatomy, load_anatomy
-from dicomnode.phantoms.vendors import VENDORS, VendorProfile, vendor_profile
+from dicomnode.phantoms.vendors import VENDORS, ScannerTexture, VendorProfile, vendor_profile
 
 logger = logging.getLogger(__name__)
 
@@ -107,11 +107,13 @@ def make_pair(
     coverage_mm: float = DEFAULT_COVERAGE_MM,
     healthy_twin: bool = True,
     slices: np.ndarray | str | None = None,
+    texture: ScannerTexture | None = None,
 ) -> tuple[PhantomStudy, np.ndarray | None]:
     """The study and, with `healthy_twin`, the same study's HU without its lesion (same noise).
 
     `slices` renders only those slice indices, or with "lesion" only the slices the lesion
     touches and two more (training uses it to save time); `details["slices"]` lists them.
+    `texture` replaces the scanner profile's noise and blur (its headers stay).
     """
     if lesion is not None and lesion not in LESION_KINDS:
         raise ValueError(f"unknown lesion kind {lesion!r}; expected one of {', '.join(LESION_KINDS)}")
@@ -124,6 +126,8 @@ def make_pair(
         vendor_profile(vendor) if vendor is not None
         else VENDORS[sorted(VENDORS)[scanner.integers(len(VENDORS))]]
     )
+    if texture is not None:
+        profile = texture.apply(profile)
     thickness = (
         float(slice_thickness_mm) if slice_thickness_mm else float(scanner.choice([1.0, 2.5, 3.0, 5.0]))
     )

@@ -31,6 +31,7 @@ def cmd_train(
     mirrored: bool = False,
     huber_hu: float | None = None,
     kind_weights: str | None = None,
+    vary_texture: bool = False,
 ) -> int:
     """Train `model`, then export model.onnx, model.pt, manifest.yaml and card.md to `output_dir`."""
     if model not in MODELS:
@@ -50,7 +51,9 @@ def cmd_train(
     if init is not None and not init.is_file():
         print(f"error: --init {init}: no such weights file")
         return 2
-    config = TrainConfig(init_weights=init, mirrored=mirrored, kind_weights=weights)
+    config = TrainConfig(
+        init_weights=init, mirrored=mirrored, kind_weights=weights, vary_texture=vary_texture
+    )
     if lr is not None:
         config.lr = lr
     if subtle_hu is not None:
@@ -66,6 +69,7 @@ def cmd_train(
         f"--batch-size {batch_size} --subtle-hu {config.subtle_hu:g} --huber-hu {config.huber_hu:g}"
         + (f" --kind-weights {format_kind_weights(weights)}" if weights else "")
         + (" --mirrored" if mirrored else "")
+        + (" --vary-texture" if vary_texture else "")
         + (f" --init {init}" if init else "") + f" --out {output_dir}"
     )
     if init is not None:

@@ -5,6 +5,11 @@ the model grid (256x256 covering the reconstruction field of view) and brain-win
 0..1. Rendering a study costs seconds, so studies are kept in a bounded pool that is
 refreshed with new ones as training goes on; each study gives every slice its lesion
 touches plus one healthy slice from each third of the coverage.
+
+With `vary_texture`, each study also gets its own noise level, noise grain and kernel blur,
+drawn over a range wider than the three scanner profiles span (TEXTURE_RANGES): a scanner
+whose reconstruction is smoother or grainier than those three must not make healthy
+texture look like small lesions.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dicomnode.phantoms.lesions import LESION_KINDS, kind_probabilities
+from dicomnode.phantoms.vendors import ScannerTexture
 from dicomnode.phantoms.volume import make_pair
 from dicomnode.training.model import HU_WINDOW
 
@@ -24,6 +30,9 @@ logger = logging.getLogger(__name__)
 
 MODEL_MATRIX = 256
 THICKNESSES = (1.0, 2.5, 3.0, 5.0)
+# Uniform ranges for `vary_texture`: noise std at 5 mm (HU), noise grain and kernel blur
+# (Gaussian sigma, pixels at 512). The profiles span 3-7 HU, 0.7-1.2 px and 0.7-1.2 px.
+TEXTURE_RANGES = {"noise_hu": (2.5, 7.5), "noise_grain_px": (0.5, 2.4), "kernel_blur_px": (0.5, 2.4)}
 
 
 def window(hu: np.ndarray) -> np.ndarray:
@@ -41,11 +50,23 @@ class StudySlices:
     kind: str | None
 
 
-def render(seed: int, lesion: str | None, matrix: int = MODEL_MATRIX) -> StudySlices:
+def random_texture(rng: np.random.Generator) -> ScannerTexture:
+    """A scanner texture drawn uniformly from TEXTURE_RANGES."""
+    noise, grain, blur = (float(rng.uniform(*TEXTURE_RANGES[key])) for key in
+                          ("noise_hu", "noise_grain_px", "kernel_blur_px"))
+    return ScannerTexture(noise_hu=(noise, noise), noise_grain_px=grain, kernel_blur_px=blur)
+
+
+def render(
+    seed: int, lesion: str | None, matrix: int = MODEL_MATRIX, *, vary_texture: bool = False
+) -> StudySlices:
     """One study's training slices; `lesion=None` gives identity examples only."""
     rng = np.random.default_rng(seed)
     thickness = float(rng.choice(THICKNESSES))
-    study, twin = make_pair(seed, lesion, slice_thickness_mm=thickness, matrix=matrix, slices="lesion")
+    texture = random_texture(rng) if vary_texture else None
+    study, twin = make_pair(
+        seed, lesion, slice_thickness_mm=thickness, matrix=matrix, slices="lesion", texture=texture
+    )
     assert twin is not None
     return StudySlices(
         inputs=window(study.hu).astype(np.float16),
@@ -64,8 +85,10 @@ class SlicePool:
         capacity: int,
         healthy_fraction: float = 0.15,
         kind_weights: Mapping[str, float] | None = None,
+        vary_texture: bool = False,
     ) -> None:
         self.capacity = capacity
+        self.vary_texture = vary_texture
         self.lesion_probabilities = kind_probabilities(kind_weights) if kind_weights else None
         self.healthy_fraction = healthy_fraction
         self.studies: deque[StudySlices] = deque(maxlen=capacity)
@@ -82,7 +105,7 @@ class SlicePool:
                 lesion = LESION_KINDS[int(self._rng.integers(len(LESION_KINDS)))]
             else:
                 lesion = LESION_KINDS[int(self._rng.choice(len(LESION_KINDS), p=self.lesion_probabilities))]
-        self.studies.append(render(seed, lesion))
+        self.studies.append(render(seed, lesion, vary_texture=self.vary_texture))
         self.rendered += 1
 
     def batch(

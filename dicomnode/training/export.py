@@ -13,7 +13,7 @@ import torch
 import yaml
 
 from dicomnode.engines.manifest import file_sha256, load_manifest
-from dicomnode.training.data import MODEL_MATRIX, THICKNESSES
+from dicomnode.training.data import MODEL_MATRIX, TEXTURE_RANGES, THICKNESSES
 from dicomnode.training.model import HU_WINDOW, PseudoHealthyUNet, parameter_count
 from dicomnode.training.train import LOSS_LOG, TrainConfig, TrainResult
 
@@ -145,6 +145,9 @@ def _loss_text(config: TrainConfig) -> str:
     if config.kind_weights:
         mix = ", ".join(f"{kind} x{weight:g}" for kind, weight in config.kind_weights.items())
         text += f"; lesion kinds drawn with relative weights {mix} (others x1)"
+    if config.vary_texture:
+        ranges = ", ".join(f"{key} {low:g}-{high:g}" for key, (low, high) in TEXTURE_RANGES.items())
+        text += f"; each study's scanner texture drawn uniformly ({ranges}; px = Gaussian sigma at 512)"
     return text
 
 

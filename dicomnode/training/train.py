@@ -52,6 +52,8 @@ class TrainConfig:
     kind_weights: dict[str, float] | None = None
     init_weights: Path | None = None  # continue from a trained state dict (model.pt)
     mirrored: bool = False  # the network also sees the slice flipped left to right
+    # Each study gets its own noise level, grain and kernel blur (data.TEXTURE_RANGES).
+    vary_texture: bool = False
 
 
 @dataclass
@@ -138,6 +140,7 @@ def train(
         "subtle_hu": cfg.subtle_hu,
         "huber_hu": cfg.huber_hu,
         "kind_weights": cfg.kind_weights,
+        "vary_texture": cfg.vary_texture,
     }
     state = torch.load(ckpt, map_location="cpu", weights_only=False) if resume and ckpt.is_file() else None
     if state is not None and state.get("run") != run_key:
@@ -152,7 +155,9 @@ def train(
         start_step = int(state["step"])
         logger.info("resuming from %s at step %d", ckpt, start_step)
     logger.info("training %d parameters for %d steps", parameter_count(model), steps)
-    pool = pool or SlicePool(seed, cfg.pool_size, kind_weights=cfg.kind_weights)
+    pool = pool or SlicePool(
+        seed, cfg.pool_size, kind_weights=cfg.kind_weights, vary_texture=cfg.vary_texture
+    )
     begin = time.monotonic()
     while len(pool.studies) < cfg.initial_studies:
         pool.add()

@@ -187,6 +187,29 @@ def test_training_draws_only_the_training_vendors() -> None:
         make_study(1, None, matrix=256, vendor="no-such-scanner")
 
 
+def test_a_texture_replaces_the_profiles_noise_and_blur_only() -> None:
+    from scipy import ndimage
+
+    from dicomnode.phantoms.vendors import ScannerTexture
+
+    def render(texture: ScannerTexture | None) -> tuple[str, np.ndarray, np.ndarray]:
+        study, _ = make_pair(5, None, vendor="ge", slice_thickness_mm=5.0, matrix=256, healthy_twin=False,
+                             slices=[16], texture=texture)
+        return study.vendor, study.hu[0].astype(float), study.brain_mask[0]
+
+    vendor, plain, brain = render(None)
+    smoother = ScannerTexture(noise_hu=(3.0, 3.0), noise_grain_px=2.4, kernel_blur_px=2.4)
+    smooth_vendor, smooth, _ = render(smoother)
+    assert vendor == smooth_vendor == "ge"
+    inner = ndimage.binary_erosion(brain, iterations=8)
+
+    def fine_detail(image: np.ndarray) -> float:
+        """Spread of what a 1-pixel Gaussian removes inside the brain: fine grain and sharp edges."""
+        return float((image - ndimage.gaussian_filter(image, 1.0))[inner].std())
+
+    assert fine_detail(smooth) < 0.6 * fine_detail(plain)
+
+
 def test_cmd_phantom(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cmd_phantom(tmp_path / "out", "edh", 4, 5.0, 256) == 0
     files = sorted((tmp_path / "out").glob("*.dcm"))

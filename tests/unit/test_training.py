@@ -232,7 +232,7 @@ def drawn_kinds(monkeypatch: pytest.MonkeyPatch) -> list[str | None]:
 
     drawn: list[str | None] = []
 
-    def fake_render(seed: int, lesion: str | None, matrix: int = 256) -> StudySlices:
+    def fake_render(seed: int, lesion: str | None, matrix: int = 256, **_: object) -> StudySlices:
         drawn.append(lesion)
         empty = np.zeros((1, 8, 8), dtype=np.float16)
         return StudySlices(empty, empty, empty.astype(bool), lesion)
@@ -279,3 +279,31 @@ def test_the_card_describes_the_loss_and_data_mix_the_run_used() -> None:
     text = _loss_text(TrainConfig(huber_hu=4.0, kind_weights={"infarct": 3.0, "mass": 2.0}))
     assert text.startswith("Huber (errors under 4 HU cost quadratically")
     assert "infarct x3, mass x2 (others x1)" in text
+    assert "texture" not in text
+    assert "noise_grain_px 0.5-2.4" in _loss_text(TrainConfig(vary_texture=True))
+
+
+def test_varied_texture_keeps_the_study_and_draws_inside_its_ranges() -> None:
+    from dicomnode.training.data import TEXTURE_RANGES, random_texture, render
+
+    textures = [random_texture(np.random.default_rng(seed)) for seed in range(200)]
+    for key, (low, high) in TEXTURE_RANGES.items():
+        values = [getattr(t, key)[0] if key == "noise_hu" else getattr(t, key) for t in textures]
+        assert low <= min(values) and max(values) <= high
+        assert max(values) - min(values) > 0.8 * (high - low)  # the whole range is drawn
+    plain, varied = render(11, "ich"), render(11, "ich", vary_texture=True)
+    assert np.array_equal(plain.masks, varied.masks)  # same head, pose, slices and lesion
+    assert not np.array_equal(plain.inputs, varied.inputs)  # another texture
+    from scipy import ndimage
+
+    near_lesion = ndimage.binary_dilation(varied.masks.any(axis=0), iterations=20)
+    far = np.broadcast_to(~near_lesion, varied.masks.shape)
+    assert np.array_equal(varied.inputs[far], varied.targets[far])  # the twin shares the noise
+
+
+def test_a_checkpoint_of_a_run_without_varied_texture_is_not_resumed(tmp_path: Path) -> None:
+    train(tmp_path, steps=2, batch_size=2, seed=1, config=_tiny_config(), pool=_tiny_pool(), progress=False)
+    config = _tiny_config()
+    config.vary_texture = True
+    other = train(tmp_path, steps=2, batch_size=2, seed=1, config=config, pool=_tiny_pool(), progress=False)
+    assert len(other.losses) == 2  # started afresh
