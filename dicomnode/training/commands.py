@@ -48,6 +48,10 @@ def cmd_train(
     except ValueError as exc:
         print(f"error: --kind-weights {kind_weights}: {exc}")
         return 2
+    if output_dir.name != model:
+        # The zoo finds a model by its folder name; refuse before hours of training, not after.
+        print(f"error: --out {output_dir}: the folder must be named {model} (e.g. {output_dir / model})")
+        return 2
     if init is not None and not init.is_file():
         print(f"error: --init {init}: no such weights file")
         return 2

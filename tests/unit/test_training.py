@@ -307,3 +307,17 @@ def test_a_checkpoint_of_a_run_without_varied_texture_is_not_resumed(tmp_path: P
     config.vary_texture = True
     other = train(tmp_path, steps=2, batch_size=2, seed=1, config=config, pool=_tiny_pool(), progress=False)
     assert len(other.losses) == 2  # started afresh
+
+
+def test_train_refuses_an_output_folder_the_zoo_cannot_find_before_training(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dicomnode.training.commands import cmd_train
+
+    work = tmp_path / "work"
+    assert cmd_train("anomaly_triage", tmp_path / "candidate", steps=1, seed=0, work_dir=work) == 2
+    assert "must be named anomaly_triage" in capsys.readouterr().out
+    assert not work.exists()  # nothing was trained
+    missing = tmp_path / "no.pt"
+    assert cmd_train("anomaly_triage", tmp_path / "anomaly_triage", steps=1, seed=0, init=missing) == 2
+    assert "no such weights file" in capsys.readouterr().out
