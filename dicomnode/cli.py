@@ -83,7 +83,7 @@ def _parser() -> argparse.ArgumentParser:
     phantom.add_argument("--seed", type=int, default=0)
     phantom.add_argument("--slice-thickness", type=float, help="mm (default: drawn from the seed)")
     phantom.add_argument("--matrix", type=int, default=512, help="rows and columns (default 512)")
-    phantom.add_argument("--vendor", help="scanner profile: ge, philips, siemens, or canon (never in "
+    phantom.add_argument("--vendor", help="scanner profile: ge, philips, siemens, or canon (kept out of "
                          "training) (default: one of the first three, drawn from the seed)")
     phantom.set_defaults(func=_phantom)
 

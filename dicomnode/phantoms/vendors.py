@@ -110,8 +110,9 @@ VENDORS: dict[str, VendorProfile] = {
 }
 
 # Never drawn for training: evaluation (and anyone) can ask for a scanner the model has not seen.
-# A smoother iterative reconstruction with coarser noise grain than any training profile, and
-# signed storage with a zero rescale intercept, so the HU conversion takes another path too.
+# A smoother iterative reconstruction with coarser noise grain than any training profile (though
+# inside the range `train --vary-texture` draws), and signed storage with a zero rescale
+# intercept, so the HU conversion takes another path too.
 UNSEEN_VENDORS: dict[str, VendorProfile] = {
     "canon": VendorProfile(
         key="canon",
