@@ -29,6 +29,8 @@ DEFAULT_COVERAGE_MM = 160.0
 # Coverage is centred this far above the intracranial centre: skull base to vertex.
 _COVERAGE_OFFSET_MM = 10.0
 _STREAMS = ("tissues", "pose", "lesion", "noise", "scanner")
+# Scanner profiles give noise grain and kernel blur in pixels of this matrix.
+_PROFILE_MATRIX = 512
 
 
 @dataclass(frozen=True)
@@ -155,10 +157,10 @@ def make_pair(
         grid = _Grid(anatomy, pose, matrix, fov, thickness, n_slices, index)
         mask = mask[index]
     noise = _noise(rng["noise"], (n_slices, matrix, matrix), profile, thickness)[grid.index]
-    image = _finish(grid.sample_slabs(hu), profile, grid.factor) + noise
+    image = _finish(grid.sample_slabs(hu), profile, grid.factor, matrix) + noise
     twin = None
     if healthy_twin:
-        twin = _to_int16(_finish(grid.sample_slabs(healthy), profile, grid.factor) + noise)
+        twin = _to_int16(_finish(grid.sample_slabs(healthy), profile, grid.factor, matrix) + noise)
     brain = grid.upsample(grid.sample_centre(anatomy.sd, cval=100.0)) < 0.0
     spacing = (thickness, fov / matrix, fov / matrix)
     study = PhantomStudy(
@@ -319,11 +321,15 @@ class _Grid:
         return out
 
 
-def _finish(image: np.ndarray, profile: VendorProfile, factor: int) -> np.ndarray:
-    """Upsample to the output matrix and apply the reconstruction kernel's blur."""
+def _finish(image: np.ndarray, profile: VendorProfile, factor: int, matrix: int) -> np.ndarray:
+    """Upsample to the output matrix and apply the reconstruction kernel's blur.
+
+    The profile's blur is a length (pixels of a 512 matrix), the same at every matrix:
+    sampling the template at ~1 mm gives half of it, the Gaussian here the other half.
+    """
     if factor > 1:
         image = ndimage.zoom(image, (1, factor, factor), order=1, grid_mode=True, mode="nearest")
-    sigma = profile.kernel_blur_px * (2.0 if factor == 1 else 1.0) / 2.0
+    sigma = profile.kernel_blur_px / 2.0 * matrix / _PROFILE_MATRIX
     blurred: np.ndarray = ndimage.gaussian_filter(image, sigma=(0.0, sigma, sigma))
     return blurred
 
@@ -331,11 +337,13 @@ def _finish(image: np.ndarray, profile: VendorProfile, factor: int) -> np.ndarra
 def _noise(
     rng: np.random.Generator, shape: tuple[int, int, int], profile: VendorProfile, thickness: float
 ) -> np.ndarray:
-    """Correlated Gaussian noise; thinner slices are noisier (std grows as 1/sqrt(thickness))."""
+    """Correlated Gaussian noise; thinner slices are noisier (std grows as 1/sqrt(thickness)).
+
+    The grain is a length like the kernel blur: in pixels of a 512 matrix, scaled to `shape`.
+    """
     std = float(np.clip(rng.uniform(*profile.noise_hu) * math.sqrt(5.0 / thickness), 3.0, 10.0))
     white = rng.standard_normal(shape, dtype=np.float32)
-    coloured: np.ndarray = ndimage.gaussian_filter(
-        white, sigma=(0.0, profile.noise_grain_px, profile.noise_grain_px)
-    )
+    grain = profile.noise_grain_px * shape[-1] / _PROFILE_MATRIX
+    coloured: np.ndarray = ndimage.gaussian_filter(white, sigma=(0.0, grain, grain))
     coloured *= std / max(float(coloured.std()), 1e-6)
     return coloured

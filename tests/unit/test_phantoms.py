@@ -210,6 +210,27 @@ def test_a_texture_replaces_the_profiles_noise_and_blur_only() -> None:
     assert fine_detail(smooth) < 0.6 * fine_detail(plain)
 
 
+def test_kernel_blur_and_noise_grain_are_lengths_not_pixels() -> None:
+    """A 256 render is as sharp, and its noise as fine, in millimetres as a 512 render."""
+    from dicomnode.phantoms.volume import _noise
+
+    def sharpest_edge_hu_per_mm(matrix: int) -> float:
+        study, _ = make_pair(5, None, vendor="ge", slice_thickness_mm=5.0, matrix=matrix, healthy_twin=False,
+                             slices=[16])
+        rows, cols = np.gradient(study.hu[0].astype(float), study.spacing[1])
+        return float(np.percentile(np.hypot(rows, cols), 99.5))
+
+    assert 0.8 < sharpest_edge_hu_per_mm(256) / sharpest_edge_hu_per_mm(512) < 1.25
+
+    def neighbour_correlation(matrix: int) -> float:
+        """Correlation of noise samples the same distance apart: 1 pixel at 256, 2 at 512."""
+        noise = _noise(np.random.default_rng(3), (2, matrix, matrix), VENDORS["ge"], 5.0)
+        step = matrix // 256
+        return float(np.corrcoef(noise[:, :, :-step].ravel(), noise[:, :, step:].ravel())[0, 1])
+
+    assert neighbour_correlation(256) == pytest.approx(neighbour_correlation(512), abs=0.08)
+
+
 def test_cmd_phantom(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cmd_phantom(tmp_path / "out", "edh", 4, 5.0, 256) == 0
     files = sorted((tmp_path / "out").glob("*.dcm"))
