@@ -157,7 +157,7 @@ def score_volume(volume: CtVolume, pseudo: np.ndarray, window: tuple[float, floa
                  settings: TriageSettings) -> TriageAnalysis:
     """Anomaly map, slice and study scores from a volume and its pseudo-healthy twin."""
     clipped = np.clip(volume.hu, *window)
-    mask = brain_mask(volume.hu)
+    mask = brain_mask(volume.hu, volume.pixel_spacing)
     # Everything outside the brain is zero: work inside its bounding box (plus the reach of
     # the wider Gaussian, so the result is exact), about half the pixels of the field of view.
     widest = max(settings.smoothing_mm, settings.hypodense_smoothing_mm)

@@ -106,19 +106,27 @@ def _position(ds: Dataset) -> np.ndarray:
         raise SeriesRejected("ImagePositionPatient is missing or invalid") from exc
 
 
-def brain_mask(hu: np.ndarray) -> np.ndarray:
+# Soft tissue within this distance of bone is left out of the brain mask: the inner table's
+# partial-volume rim, which no pseudo-healthy slice reproduces exactly. A length, so that a
+# thin subdural collection is seen the same at every matrix (2 pixels at 512, 1 at 256).
+BONE_MARGIN_MM = 0.9
+
+
+def brain_mask(hu: np.ndarray, pixel_spacing: tuple[float, float]) -> np.ndarray:
     """Intracranial soft tissue: inside the skull, between CSF and blood densities.
 
-    Per slice: bone (> 300 HU) is closed and filled; what lies inside the filled skull but
-    is not bone, and is within [-15, 120] HU, is brain (haemorrhage and infarct included).
+    Per slice: bone (> 300 HU) is closed and filled; what lies inside the filled skull, at
+    least BONE_MARGIN_MM from bone, and within [-15, 120] HU is brain (haemorrhage and
+    infarct included).
     """
+    margin = max(1, round(BONE_MARGIN_MM / min(pixel_spacing)))
     mask = np.zeros(hu.shape, dtype=bool)
     for i, image in enumerate(hu):
         bone = image > 300
         if bone.sum() < 50:
             continue
         closed = ndimage.binary_closing(bone, structure=np.ones((5, 5)), iterations=2)
-        inside = ndimage.binary_fill_holes(closed) & ~ndimage.binary_dilation(closed, iterations=2)
+        inside = ndimage.binary_fill_holes(closed) & ~ndimage.binary_dilation(closed, iterations=margin)
         soft = inside & (image > -15) & (image < 120)
         mask[i] = ndimage.binary_opening(soft, iterations=2)
     return mask

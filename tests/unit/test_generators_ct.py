@@ -92,11 +92,27 @@ def test_brain_mask_finds_the_inside_of_a_skull_ring() -> None:
     image = np.full((96, 96), -1000.0)
     image[radius < 40] = 1000.0  # bone
     image[radius < 34] = 35.0  # brain
-    mask = brain_mask(image[None])[0]
+    mask = brain_mask(image[None], (1.0, 1.0))[0]
     assert mask[48, 48]
     assert not mask[48, 48 + 37]  # bone
     assert not mask[0, 0]  # air
     assert mask.sum() > 0.6 * np.pi * 34**2
+
+
+def test_brain_mask_keeps_a_thin_collection_against_the_skull_at_any_matrix() -> None:
+    """A 2 mm layer of blood inside the inner table is in the mask at 1 mm and 0.5 mm pixels."""
+    for pixel_mm in (1.0, 0.5):
+        n = round(96 / pixel_mm)
+        yy, xx = np.mgrid[:n, :n] * pixel_mm
+        radius = np.hypot(yy - 48, xx - 48)
+        image = np.full((n, n), -1000.0)
+        image[radius < 40] = 1000.0  # bone
+        image[radius < 34] = 65.0  # subdural blood, 2 mm thick
+        image[radius < 32] = 35.0  # brain
+        mask = brain_mask(image[None], (pixel_mm, pixel_mm))[0]
+        blood = (radius < 34) & (radius >= 32)
+        assert mask[blood].mean() > 0.4, pixel_mm
+        assert not mask[(radius >= 34)].any()
 
 
 def test_resample_keeps_shape_contract() -> None:
