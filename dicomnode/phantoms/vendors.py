@@ -11,6 +11,9 @@ from dataclasses import dataclass, field, replace
 
 logger = logging.getLogger(__name__)
 
+# Noise grain and kernel blur are lengths, given in pixels of this matrix (~0.45 mm).
+PROFILE_MATRIX = 512
+
 
 @dataclass(frozen=True)
 class VendorProfile:
@@ -167,4 +170,4 @@ def vendor_profile(key: str) -> VendorProfile:
     return profiles[key]
 
 
-__all__ = ["UNSEEN_VENDORS", "VENDORS", "ScannerTexture", "VendorProfile", "vendor_profile"]
+__all__ = ["PROFILE_MATRIX", "UNSEEN_VENDORS", "VENDORS", "ScannerTexture", "VendorProfile", "vendor_profile"]

@@ -20,7 +20,7 @@ from scipy import ndimage
 from dicomnode.phantoms.anatomy import hu_volume, random_tissues
 from dicomnode.phantoms.lesions import LESION_KINDS, SIZE_CLASSES, Lesion, add_lesion
 from dicomnode.phantoms.template import Anatomy, load_anatomy
-from dicomnode.phantoms.vendors import VENDORS, ScannerTexture, VendorProfile, vendor_profile
+from dicomnode.phantoms.vendors import PROFILE_MATRIX, VENDORS, ScannerTexture, VendorProfile, vendor_profile
 
 logger = logging.getLogger(__name__)
 
@@ -29,8 +29,6 @@ DEFAULT_COVERAGE_MM = 160.0
 # Coverage is centred this far above the intracranial centre: skull base to vertex.
 _COVERAGE_OFFSET_MM = 10.0
 _STREAMS = ("tissues", "pose", "lesion", "noise", "scanner")
-# Scanner profiles give noise grain and kernel blur in pixels of this matrix.
-_PROFILE_MATRIX = 512
 
 
 @dataclass(frozen=True)
@@ -157,10 +155,10 @@ def make_pair(
         grid = _Grid(anatomy, pose, matrix, fov, thickness, n_slices, index)
         mask = mask[index]
     noise = _noise(rng["noise"], (n_slices, matrix, matrix), profile, thickness)[grid.index]
-    image = _finish(grid.sample_slabs(hu), profile, grid.factor, matrix) + noise
+    image = _finish(grid.sample_slabs(hu), profile, grid) + noise
     twin = None
     if healthy_twin:
-        twin = _to_int16(_finish(grid.sample_slabs(healthy), profile, grid.factor, matrix) + noise)
+        twin = _to_int16(_finish(grid.sample_slabs(healthy), profile, grid) + noise)
     brain = grid.upsample(grid.sample_centre(anatomy.sd, cval=100.0)) < 0.0
     spacing = (thickness, fov / matrix, fov / matrix)
     study = PhantomStudy(
@@ -321,15 +319,15 @@ class _Grid:
         return out
 
 
-def _finish(image: np.ndarray, profile: VendorProfile, factor: int, matrix: int) -> np.ndarray:
+def _finish(image: np.ndarray, profile: VendorProfile, grid: _Grid) -> np.ndarray:
     """Upsample to the output matrix and apply the reconstruction kernel's blur.
 
-    The profile's blur is a length (pixels of a 512 matrix), the same at every matrix:
-    sampling the template at ~1 mm gives half of it, the Gaussian here the other half.
+    The profile's blur is a length (pixels of a PROFILE_MATRIX matrix): sampling the template
+    at ~1 mm already blurs, and the Gaussian here, half the profile's sigma, is the same
+    number of millimetres at every matrix.
     """
-    if factor > 1:
-        image = ndimage.zoom(image, (1, factor, factor), order=1, grid_mode=True, mode="nearest")
-    sigma = profile.kernel_blur_px / 2.0 * matrix / _PROFILE_MATRIX
+    image = grid.upsample(image)
+    sigma = profile.kernel_blur_px / 2.0 * grid.matrix / PROFILE_MATRIX
     blurred: np.ndarray = ndimage.gaussian_filter(image, sigma=(0.0, sigma, sigma))
     return blurred
 
@@ -339,11 +337,11 @@ def _noise(
 ) -> np.ndarray:
     """Correlated Gaussian noise; thinner slices are noisier (std grows as 1/sqrt(thickness)).
 
-    The grain is a length like the kernel blur: in pixels of a 512 matrix, scaled to `shape`.
+    The grain is a length like the kernel blur: in pixels of a PROFILE_MATRIX matrix.
     """
     std = float(np.clip(rng.uniform(*profile.noise_hu) * math.sqrt(5.0 / thickness), 3.0, 10.0))
     white = rng.standard_normal(shape, dtype=np.float32)
-    grain = profile.noise_grain_px * shape[-1] / _PROFILE_MATRIX
+    grain = profile.noise_grain_px * shape[-1] / PROFILE_MATRIX
     coloured: np.ndarray = ndimage.gaussian_filter(white, sigma=(0.0, grain, grain))
     coloured *= std / max(float(coloured.std()), 1e-6)
     return coloured
