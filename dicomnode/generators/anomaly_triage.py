@@ -8,7 +8,10 @@ little darker, so the two directions are scored separately:
 1. signed difference d = HU − pseudo-healthy HU, both clipped to the model's HU window,
    inside the brain mask;
 2. hyperdense excess = max(d smoothed by `smoothing_mm` − `noise_floor_hu`, 0): small,
-   bright findings (blood) need fine detail and stand far above the noise;
+   bright findings (blood) need fine detail and stand far above the noise; not counted
+   where the next slice up or down is bone at the same place, since the slice may hold a
+   sliver of that bone (partial volume at the skull base), which no pseudo-healthy slice
+   reproduces; on validation phantoms this removed most healthy heads' false evidence;
 3. hypodense excess = max(−d smoothed by `hypodense_smoothing_mm` − `hypodense_floor_hu`, 0):
    infarct lowers the parenchyma by only 5–15 HU, visible over an area, not per pixel;
 4. anomaly map = hyperdense + hypodense excess; slice score = its anomalous area in cm²;
@@ -35,7 +38,7 @@ from scipy import ndimage
 from dicomnode.engines import Engine
 from dicomnode.errors import ConfigError
 from dicomnode.generators.base import GeneratorOutput, TriageSummary
-from dicomnode.generators.ct import CtVolume, brain_mask, load_ct_volume, resample_slices
+from dicomnode.generators.ct import CtVolume, bone_beside, brain_mask, load_ct_volume, resample_slices
 from dicomnode.outputs import (
     AlgorithmInfo,
     SliceFinding,
@@ -164,7 +167,8 @@ def score_volume(volume: CtVolume, pseudo: np.ndarray, window: tuple[float, floa
     box = _bounding_box(mask, [int(np.ceil(_TRUNCATE * widest / s)) + 1 for s in volume.pixel_spacing])
     inside = mask[box]
     signed = (clipped[box] - pseudo[box]) * inside
-    fine = _smooth(signed, settings.smoothing_mm, volume.pixel_spacing) * inside
+    hyper_allowed = inside & ~bone_beside(volume.hu[box])
+    fine = _smooth(signed, settings.smoothing_mm, volume.pixel_spacing) * hyper_allowed
     coarse = _smooth(signed, settings.hypodense_smoothing_mm, volume.pixel_spacing) * inside
     hyper = np.maximum(fine - settings.noise_floor_hu, 0.0)
     hypo = np.maximum(-coarse - settings.hypodense_floor_hu, 0.0)

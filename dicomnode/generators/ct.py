@@ -106,6 +106,9 @@ def _position(ds: Dataset) -> np.ndarray:
         raise SeriesRejected("ImagePositionPatient is missing or invalid") from exc
 
 
+BONE_HU = 300.0  # above any soft tissue, haemorrhage or contrast-free vessel
+
+
 # Soft tissue within this distance of bone is left out of the brain mask: the inner table's
 # partial-volume rim, which no pseudo-healthy slice reproduces exactly. A length, so that a
 # thin subdural collection is seen the same at every matrix (2 pixels at 512, 1 at 256).
@@ -115,14 +118,14 @@ BONE_MARGIN_MM = 0.9
 def brain_mask(hu: np.ndarray, pixel_spacing: tuple[float, float]) -> np.ndarray:
     """Intracranial soft tissue: inside the skull, between CSF and blood densities.
 
-    Per slice: bone (> 300 HU) is closed and filled; what lies inside the filled skull, at
+    Per slice: bone (> BONE_HU) is closed and filled; what lies inside the filled skull, at
     least BONE_MARGIN_MM from bone, and within [-15, 120] HU is brain (haemorrhage and
     infarct included).
     """
     margin = max(1, round(BONE_MARGIN_MM / min(pixel_spacing)))
     mask = np.zeros(hu.shape, dtype=bool)
     for i, image in enumerate(hu):
-        bone = image > 300
+        bone = image > BONE_HU
         if bone.sum() < 50:
             continue
         closed = ndimage.binary_closing(bone, structure=np.ones((5, 5)), iterations=2)
@@ -130,6 +133,20 @@ def brain_mask(hu: np.ndarray, pixel_spacing: tuple[float, float]) -> np.ndarray
         soft = inside & (image > -15) & (image < 120)
         mask[i] = ndimage.binary_opening(soft, iterations=2)
     return mask
+
+
+def bone_beside(hu: np.ndarray) -> np.ndarray:
+    """Pixels whose neighbouring slice (above or below) is bone at the same place.
+
+    A slice has thickness; where the skull's surface crosses it obliquely (skull base, vertex)
+    a pixel may hold a sliver of the bone that the next slice shows in full, and read tens of
+    HU brighter than any brain tissue.
+    """
+    bone = hu > BONE_HU
+    beside = np.zeros(hu.shape, dtype=bool)
+    beside[1:] |= bone[:-1]
+    beside[:-1] |= bone[1:]
+    return beside
 
 
 def resample_slices(stack: np.ndarray, shape: tuple[int, int], order: int = 1) -> np.ndarray:

@@ -69,9 +69,10 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> EngineRegistry:
     return EngineRegistry(config, tmp_path_factory.mktemp("data"), warmup=False)
 
 
-def head_series(folder: Path, bleed_slices: set[int], infarct_slices: frozenset[int] = frozenset()
-                ) -> list[Dataset]:
-    """Axial slices of a skull ring around 35 HU brain; some with a 70 HU haemorrhage or a 25 HU infarct."""
+def head_series(folder: Path, bleed_slices: set[int], infarct_slices: frozenset[int] = frozenset(),
+                bone_slices: frozenset[int] = frozenset()) -> list[Dataset]:
+    """Axial slices of a skull ring around 35 HU brain; some with a 70 HU haemorrhage or a 25 HU
+    infarct, some with a bone plate in the middle (the skull base) over both of them."""
     datasets = [pydicom.dcmread(p) for p in ct_series(folder, 6, rows=64, columns=64)]
     yy, xx = np.mgrid[:64, :64]
     radius = np.hypot(yy - 32, xx - 32)
@@ -83,6 +84,8 @@ def head_series(folder: Path, bleed_slices: set[int], infarct_slices: frozenset[
             hu[np.hypot(yy - 28, xx - 36) < 5] = 70.0
         if i in infarct_slices:
             hu[np.hypot(yy - 34, xx - 26) < 8] = 25.0
+        if i in bone_slices:
+            hu[np.hypot(yy - 31, xx - 31) < 15] = 1000.0
         ds.PixelData = (hu + 1024).astype(np.int16).tobytes()
     return datasets
 
@@ -133,6 +136,22 @@ def test_hypodense_infarct_is_found_on_its_slices(registry: EngineRegistry, tmp_
     # The same 10 HU drop under a floor above it counts for nothing.
     quiet = generator.run(series, {"model": "floor35", "hypodense_floor_hu": 12.0})
     assert quiet.triage is not None and quiet.triage.score == 0.0
+
+
+def test_brightness_beside_bone_in_the_next_slice_is_not_counted_as_blood(registry: EngineRegistry,
+                                                                         tmp_path: Path) -> None:
+    # A thick slice under the skull base may hold a sliver of the bone the next slice shows:
+    # brighter than brain, and not blood. Hypodense findings there still count.
+    generator = AnomalyTriage(registry, {"calibration_ml": 0.05})
+    params = {"model": "clip45", "noise_floor_hu": 10.0, "slice_threshold_cm2": 0.05}
+    under_bone = generator.run(head_series(tmp_path / "a", {3}, bone_slices=frozenset({4})), params)
+    assert under_bone.triage is not None and under_bone.triage.score == 0.0
+    apart = generator.run(head_series(tmp_path / "b", {3}, bone_slices=frozenset({5})), params)
+    assert apart.triage is not None and apart.triage.score > 40 and apart.triage.top_slice_index == 3
+    infarct = head_series(tmp_path / "c", set(), infarct_slices=frozenset({1}), bone_slices=frozenset({2}))
+    found = AnomalyTriage(registry, {"calibration_ml": 0.005, "slice_threshold_cm2": 0.01}).run(
+        infarct, {"model": "floor35", "hypodense_floor_hu": 5.0})
+    assert found.triage is not None and found.triage.score > 40 and found.triage.top_slice_index == 1
 
 
 def test_settings_are_validated_naming_the_key() -> None:
