@@ -11,7 +11,13 @@ from pydicom import Dataset
 from pydicom.pixels import get_decoder
 from pydicom.uid import JPEG2000Lossless
 
-from dicomnode.generators.ct import SeriesRejected, brain_mask, load_ct_volume, resample_slices
+from dicomnode.generators.ct import (
+    SeriesRejected,
+    bone_beside,
+    brain_mask,
+    load_ct_volume,
+    resample_slices,
+)
 from dicomnode.net.scp import TRANSFER_SYNTAXES
 from tests.support.dcmtk import ENCODERS, dcmtk_available, encode
 from tests.support.dicomdata import ct_series
@@ -113,6 +119,15 @@ def test_brain_mask_keeps_a_thin_collection_against_the_skull_at_any_matrix() ->
         blood = (radius < 34) & (radius >= 32)
         assert mask[blood].mean() > 0.4, pixel_mm
         assert not mask[(radius >= 34)].any()
+
+
+def test_bone_beside_marks_the_slices_next_to_bone_not_the_bone_slice() -> None:
+    hu = np.full((5, 8, 8), 35.0)
+    hu[2, 3:5, 3:5] = 900.0
+    beside = bone_beside(hu)
+    assert beside[1, 3:5, 3:5].all() and beside[3, 3:5, 3:5].all()
+    assert beside.sum() == 8  # the 2x2 patch in the slice above and the one below, nothing else
+    assert not bone_beside(np.full((1, 8, 8), 900.0)).any()  # a single slice has no neighbours
 
 
 def test_resample_keeps_shape_contract() -> None:
