@@ -108,6 +108,15 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--vary-texture", action="store_true",
                        help="give each phantom its own noise level, noise grain and kernel blur, over a "
                             "wider range than the scanner profiles (robustness to other scanners)")
+    train.add_argument("--device", default="cpu", help="torch device to train on, e.g. cuda (default cpu)")
+    train.add_argument("--render-workers", type=int, default=0, metavar="N",
+                       help="processes rendering phantoms ahead of the training steps (default 0: "
+                            "in-process); any N >= 1 gives the same data")
+    train.add_argument("--pool-size", type=int, help="studies kept for drawing batches (default 160)")
+    train.add_argument("--initial-studies", type=int,
+                       help="studies rendered before the first step (default 16)")
+    train.add_argument("--refresh-every", type=int, metavar="STEPS",
+                       help="add a new study every STEPS steps (default 12)")
     train.set_defaults(func=_train)
 
     evaluate = sub.add_parser("evaluate", help="evaluate a generator on held-out phantoms")
@@ -208,7 +217,9 @@ def _train(args: argparse.Namespace) -> int:
     out = args.out or Path("engines") / args.model
     return cmd_train(args.model, out, args.steps, args.seed, batch_size=args.batch_size, init=args.init,
                      lr=args.lr, subtle_hu=args.subtle_hu, mirrored=args.mirrored,
-                     huber_hu=args.huber_hu, kind_weights=args.kind_weights, vary_texture=args.vary_texture)
+                     huber_hu=args.huber_hu, kind_weights=args.kind_weights, vary_texture=args.vary_texture,
+                     device=args.device, render_workers=args.render_workers, pool_size=args.pool_size,
+                     initial_studies=args.initial_studies, refresh_every=args.refresh_every)
 
 
 def _evaluate(args: argparse.Namespace) -> int:

@@ -5,11 +5,15 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dicomnode.engines.manifest import file_sha256, load_manifest
 from dicomnode.errors import DicomNodeError
 from dicomnode.phantoms.lesions import kind_probabilities
 from dicomnode.phantoms.template import cache_dir
+
+if TYPE_CHECKING:  # torch is only in the [train] extra
+    from dicomnode.training.train import TrainConfig
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +36,11 @@ def cmd_train(
     huber_hu: float | None = None,
     kind_weights: str | None = None,
     vary_texture: bool = False,
+    device: str = "cpu",
+    render_workers: int = 0,
+    pool_size: int | None = None,
+    initial_studies: int | None = None,
+    refresh_every: int | None = None,
 ) -> int:
     """Train `model`, then export model.onnx, model.pt, manifest.yaml and card.md to `output_dir`."""
     if model not in MODELS:
@@ -56,8 +65,15 @@ def cmd_train(
         print(f"error: --init {init}: no such weights file")
         return 2
     config = TrainConfig(
-        init_weights=init, mirrored=mirrored, kind_weights=weights, vary_texture=vary_texture
+        init_weights=init, mirrored=mirrored, kind_weights=weights, vary_texture=vary_texture,
+        device=device, render_workers=render_workers,
     )
+    if pool_size is not None:
+        config.pool_size = pool_size
+    if initial_studies is not None:
+        config.initial_studies = initial_studies
+    if refresh_every is not None:
+        config.refresh_every = refresh_every
     if lr is not None:
         config.lr = lr
     if subtle_hu is not None:
@@ -67,13 +83,18 @@ def cmd_train(
     # Checkpoints live outside the repository and the node's data folder, which tests clean.
     work = work_dir or cache_dir() / "train" / model
     start = time.monotonic()
-    result = train(work, steps=steps, batch_size=batch_size, seed=seed, config=config, resume=resume)
+    try:
+        result = train(work, steps=steps, batch_size=batch_size, seed=seed, config=config, resume=resume)
+    except RuntimeError as exc:
+        print(f"error: {exc}")
+        return 2
     command = (
         f"dicomnode train {model} --steps {steps} --seed {seed} --lr {config.lr:g} "
         f"--batch-size {batch_size} --subtle-hu {config.subtle_hu:g} --huber-hu {config.huber_hu:g}"
         + (f" --kind-weights {format_kind_weights(weights)}" if weights else "")
         + (" --mirrored" if mirrored else "")
         + (" --vary-texture" if vary_texture else "")
+        + _pool_options(config, render_workers)
         + (f" --init {init}" if init else "") + f" --out {output_dir}"
     )
     if init is not None:
@@ -86,6 +107,20 @@ def cmd_train(
     for path in written:
         print(f"wrote {path}")
     return 0
+
+
+def _pool_options(config: TrainConfig, render_workers: int) -> str:
+    """The data-stream options of a run that did not use the defaults (the device changes no data)."""
+    from dicomnode.training.train import TrainConfig
+
+    default = TrainConfig()
+    text = " --render-workers 1" if render_workers else ""  # any N >= 1 renders the same studies
+    for flag, value, usual in [("--pool-size", config.pool_size, default.pool_size),
+                               ("--initial-studies", config.initial_studies, default.initial_studies),
+                               ("--refresh-every", config.refresh_every, default.refresh_every)]:
+        if value != usual:
+            text += f" {flag} {value}"
+    return text
 
 
 def parse_kind_weights(text: str) -> dict[str, float]:

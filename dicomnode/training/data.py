@@ -10,13 +10,20 @@ With `vary_texture`, each study also gets its own noise level, noise grain and k
 drawn over a range wider than the three scanner profiles span (TEXTURE_RANGES): a scanner
 whose reconstruction is smoother or grainier than those three must not make healthy
 texture look like small lesions.
+
+With `workers`, studies are rendered ahead by that many processes, so a GPU is not left
+waiting on one CPU core. Which studies arrive, and in which order, does not depend on the
+number of workers (any N >= 1 gives the same data), but differs from rendering in-process
+(N = 0), whose lesion draws share the batch generator: the shipped CPU runs keep theirs.
 """
 
 from __future__ import annotations
 
 import logging
+import multiprocessing
 from collections import deque
 from collections.abc import Mapping
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -86,6 +93,7 @@ class SlicePool:
         healthy_fraction: float = 0.15,
         kind_weights: Mapping[str, float] | None = None,
         vary_texture: bool = False,
+        workers: int = 0,
     ) -> None:
         self.capacity = capacity
         self.vary_texture = vary_texture
@@ -95,18 +103,51 @@ class SlicePool:
         self._next_seed = seed * 100_003 + 1
         self._rng = np.random.default_rng(seed)
         self.rendered = 0
+        self._executor: ProcessPoolExecutor | None = None
+        self._ahead: deque[Future[StudySlices]] = deque()
+        if workers > 0:
+            # Own generator for the study plan: the renders run ahead of the batch draws.
+            self._plan_rng = np.random.default_rng([seed, 1])
+            # Fork before any CUDA use (the caller creates the pool first); the children
+            # inherit the loaded template anatomy instead of each reading it again.
+            self._executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+            for _ in range(2 * workers):
+                self._submit_next()
 
-    def add(self) -> None:
+    def _draw_study(self, rng: np.random.Generator) -> tuple[int, str | None]:
         seed = self._next_seed
         self._next_seed += 1
         lesion: str | None = None
-        if self._rng.random() >= self.healthy_fraction:
+        if rng.random() >= self.healthy_fraction:
             if self.lesion_probabilities is None:
-                lesion = LESION_KINDS[int(self._rng.integers(len(LESION_KINDS)))]
+                lesion = LESION_KINDS[int(rng.integers(len(LESION_KINDS)))]
             else:
-                lesion = LESION_KINDS[int(self._rng.choice(len(LESION_KINDS), p=self.lesion_probabilities))]
-        self.studies.append(render(seed, lesion, vary_texture=self.vary_texture))
+                lesion = LESION_KINDS[int(rng.choice(len(LESION_KINDS), p=self.lesion_probabilities))]
+        return seed, lesion
+
+    def _submit_next(self) -> None:
+        assert self._executor is not None
+        seed, lesion = self._draw_study(self._plan_rng)
+        self._ahead.append(self._executor.submit(render, seed, lesion, vary_texture=self.vary_texture))
+
+    def add(self) -> None:
+        """Add the next study of the plan (waiting for its render when it runs ahead in a worker)."""
+        if self._executor is None:
+            seed, lesion = self._draw_study(self._rng)
+            study = render(seed, lesion, vary_texture=self.vary_texture)
+        else:
+            study = self._ahead.popleft().result()
+            self._submit_next()
+        self.studies.append(study)
         self.rendered += 1
+
+    def close(self) -> None:
+        """Stop the render workers (a no-op without them)."""
+        if self._executor is not None:
+            for future in self._ahead:
+                future.cancel()
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
 
     def batch(
         self, size: int, crop: int, full_width: bool = False

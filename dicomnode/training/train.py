@@ -54,6 +54,8 @@ class TrainConfig:
     mirrored: bool = False  # the network also sees the slice flipped left to right
     # Each study gets its own noise level, grain and kernel blur (data.TEXTURE_RANGES).
     vary_texture: bool = False
+    device: str = "cpu"  # a torch device: "cpu", "cuda", "cuda:1"
+    render_workers: int = 0  # processes rendering phantoms ahead (0: in this process, between steps)
 
 
 @dataclass
@@ -118,6 +120,9 @@ def train(
     cfg.steps, cfg.batch_size, cfg.seed = steps, batch_size, seed
     output_dir.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(cfg.threads)
+    device = torch.device(cfg.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"training device {cfg.device!r}: torch sees no CUDA GPU")
     torch.manual_seed(seed)
     model = PseudoHealthyUNet(cfg.base_channels, mirrored=cfg.mirrored)
     if cfg.init_weights is not None:
@@ -141,6 +146,8 @@ def train(
         "huber_hu": cfg.huber_hu,
         "kind_weights": cfg.kind_weights,
         "vary_texture": cfg.vary_texture,
+        "render_workers": cfg.render_workers > 0,  # another data stream than in-process rendering
+        "pool": [cfg.pool_size, cfg.initial_studies, cfg.refresh_every],
     }
     state = torch.load(ckpt, map_location="cpu", weights_only=False) if resume and ckpt.is_file() else None
     if state is not None and state.get("run") != run_key:
@@ -154,13 +161,40 @@ def train(
         schedule.load_state_dict(state["schedule"])
         start_step = int(state["step"])
         logger.info("resuming from %s at step %d", ckpt, start_step)
-    logger.info("training %d parameters for %d steps", parameter_count(model), steps)
+    logger.info("training %d parameters for %d steps on %s", parameter_count(model), steps, device)
+    # The pool (and its worker processes) comes first: workers must fork before CUDA starts.
+    own_pool = pool is None
     pool = pool or SlicePool(
-        seed, cfg.pool_size, kind_weights=cfg.kind_weights, vary_texture=cfg.vary_texture
+        seed, cfg.pool_size, kind_weights=cfg.kind_weights, vary_texture=cfg.vary_texture,
+        workers=cfg.render_workers,
     )
+    try:
+        return _run(model, optimiser, schedule, pool, cfg, device, start_step, steps, output_dir, run_key,
+                    progress)
+    finally:
+        if own_pool:
+            pool.close()
+
+
+def _run(
+    model: PseudoHealthyUNet,
+    optimiser: torch.optim.Optimizer,
+    schedule: torch.optim.lr_scheduler.LRScheduler,
+    pool: SlicePool,
+    cfg: TrainConfig,
+    device: torch.device,
+    start_step: int,
+    steps: int,
+    output_dir: Path,
+    run_key: dict[str, object],
+    progress: bool,
+) -> TrainResult:
     begin = time.monotonic()
     while len(pool.studies) < cfg.initial_studies:
         pool.add()
+    model.to(device)
+    _optimiser_to(optimiser, device)
+    ckpt = output_dir / CHECKPOINT
     result = TrainResult(model, config=cfg)
     log_path = output_dir / LOSS_LOG
     with log_path.open("a", newline="") as log_file:
@@ -173,7 +207,7 @@ def train(
             if step and step % cfg.refresh_every == 0:
                 pool.add()
             batch = pool.batch(cfg.batch_size, cfg.crop, full_width=cfg.mirrored)
-            x, y, m = (torch.from_numpy(a) for a in batch)
+            x, y, m = (torch.from_numpy(a).to(device, non_blocking=True) for a in batch)
             loss = loss_fn(
                 model(x), y, m, cfg.lesion_weight,
                 inputs=x, subtle_hu=cfg.subtle_hu, huber_hu=cfg.huber_hu,
@@ -189,10 +223,18 @@ def train(
             if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == steps:
                 log_file.flush()
                 _checkpoint(ckpt, model, optimiser, schedule, step + 1, run_key)
-    model.eval()
+    model.cpu().eval()
     result.seconds = time.monotonic() - begin
     result.studies = pool.rendered
     return result
+
+
+def _optimiser_to(optimiser: torch.optim.Optimizer, device: torch.device) -> None:
+    """Move a (resumed) optimiser's state to `device`; AdamW's step counters stay where they are."""
+    for state in optimiser.state.values():
+        for key, value in state.items():
+            if isinstance(value, torch.Tensor) and key != "step":
+                state[key] = value.to(device)
 
 
 def _checkpoint(

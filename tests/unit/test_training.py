@@ -321,3 +321,28 @@ def test_train_refuses_an_output_folder_the_zoo_cannot_find_before_training(
     missing = tmp_path / "no.pt"
     assert cmd_train("anomaly_triage", tmp_path / "anomaly_triage", steps=1, seed=0, init=missing) == 2
     assert "no such weights file" in capsys.readouterr().out
+
+
+def test_render_workers_give_the_same_studies_whatever_their_number() -> None:
+    def first_studies(workers: int) -> list[StudySlices]:
+        pool = SlicePool(seed=5, capacity=8, workers=workers)
+        try:
+            for _ in range(2):
+                pool.add()
+        finally:
+            pool.close()
+        return list(pool.studies)
+
+    one, two = first_studies(1), first_studies(2)
+    assert [s.kind for s in one] == [s.kind for s in two]
+    for a, b in zip(one, two, strict=True):
+        assert np.array_equal(a.inputs, b.inputs) and np.array_equal(a.masks, b.masks)
+
+
+def test_training_on_a_device_torch_lacks_is_refused_by_name(tmp_path: Path) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU")
+    config = _tiny_config()
+    config.device = "cuda"
+    with pytest.raises(RuntimeError, match="'cuda'"):
+        train(tmp_path, steps=1, batch_size=2, seed=1, config=config, pool=_tiny_pool(), progress=False)
