@@ -120,19 +120,43 @@ def brain_mask(hu: np.ndarray, pixel_spacing: tuple[float, float]) -> np.ndarray
 
     Per slice: bone (> BONE_HU) is closed and filled; what lies inside the filled skull, at
     least BONE_MARGIN_MM from bone, and within [-15, 120] HU is brain (haemorrhage and
-    infarct included).
+    infarct included). Slices with almost no bone (< 50 pixels) have no mask.
+
+    All slices are processed at once with in-plane structuring elements (slices never touch
+    each other); the result is the same as the slice-by-slice definition (tests compare).
     """
     margin = max(1, round(BONE_MARGIN_MM / min(pixel_spacing)))
     mask = np.zeros(hu.shape, dtype=bool)
-    for i, image in enumerate(hu):
-        bone = image > BONE_HU
-        if bone.sum() < 50:
-            continue
-        closed = ndimage.binary_closing(bone, structure=np.ones((5, 5)), iterations=2)
-        inside = ndimage.binary_fill_holes(closed) & ~ndimage.binary_dilation(closed, iterations=margin)
-        soft = inside & (image > -15) & (image < 120)
-        mask[i] = ndimage.binary_opening(soft, iterations=2)
+    bone = hu > BONE_HU
+    skull = bone.sum(axis=(1, 2)) >= 50
+    if not skull.any():
+        return mask
+    # A closing by a 5x5 square applied twice is a closing by a 9x9 square: separable
+    # running max then min (outside the image counts as no bone, as in binary_closing).
+    square = (1, 9, 9)
+    grown = ndimage.maximum_filter(bone[skull].view(np.uint8), size=square, mode="constant", cval=0)
+    closed = ndimage.minimum_filter(grown, size=square, mode="constant", cval=0).view(bool)
+    near_bone = ndimage.binary_dilation(closed, structure=_IN_PLANE_CROSS, iterations=margin)
+    inside = _fill_holes(closed) & ~near_bone
+    image = hu[skull]
+    soft = inside & (image > -15) & (image < 120)
+    mask[skull] = ndimage.binary_opening(soft, structure=_IN_PLANE_CROSS, iterations=2)
     return mask
+
+
+# 4-connected neighbours within a slice, as (1, 3, 3) and as the (3, 3, 3) `label` wants.
+_IN_PLANE_CROSS = ndimage.generate_binary_structure(2, 1)[None]
+_IN_PLANE_CROSS_3D = np.pad(_IN_PLANE_CROSS, ((1, 1), (0, 0), (0, 0)))
+
+
+def _fill_holes(stack: np.ndarray) -> np.ndarray:
+    """Per-slice binary_fill_holes: background not 4-connected to a slice's edge is filled."""
+    labels, _ = ndimage.label(~stack, structure=_IN_PLANE_CROSS_3D)
+    edges = np.concatenate([labels[:, 0].ravel(), labels[:, -1].ravel(),
+                            labels[:, :, 0].ravel(), labels[:, :, -1].ravel()])
+    reached = np.unique(edges)
+    filled: np.ndarray = ~np.isin(labels, reached[reached > 0])
+    return filled
 
 
 def bone_beside(hu: np.ndarray) -> np.ndarray:
@@ -150,9 +174,51 @@ def bone_beside(hu: np.ndarray) -> np.ndarray:
 
 
 def resample_slices(stack: np.ndarray, shape: tuple[int, int], order: int = 1) -> np.ndarray:
-    """Resize every slice of (slices, rows, cols) to `shape` (the whole field of view)."""
+    """Resize every slice of (slices, rows, cols) to `shape` (the whole field of view).
+
+    Linear (order 1) halving and doubling, 512 <-> 256 on most CT series, take a separable
+    shortcut that gives the same values as `ndimage.zoom` in a fraction of the time.
+    """
     if stack.shape[1:] == shape:
         return stack.astype(np.float32, copy=False)
+    if order == 1 and (2 * shape[0], 2 * shape[1]) == stack.shape[1:]:
+        return _halve(stack)
+    if order == 1 and (shape[0], shape[1]) == (2 * stack.shape[1], 2 * stack.shape[2]):
+        return _double(stack)
     factors = (1.0, shape[0] / stack.shape[1], shape[1] / stack.shape[2])
     out = ndimage.zoom(stack, factors, order=order, grid_mode=True, mode="nearest")
     return np.asarray(out[:, : shape[0], : shape[1]], dtype=np.float32)
+
+
+# zoom computes in float64 and rounds once to float32; so do these, for identical values.
+
+
+def _halve(stack: np.ndarray) -> np.ndarray:
+    """Zoom by 1/2 with grid_mode: each output pixel is the mean of a 2x2 block."""
+    values = stack.astype(np.float64)
+    rows = 0.5 * values[:, 0::2] + 0.5 * values[:, 1::2]
+    return np.asarray(0.5 * rows[:, :, 0::2] + 0.5 * rows[:, :, 1::2], dtype=np.float32)
+
+
+def _double(stack: np.ndarray) -> np.ndarray:
+    """Zoom by 2 with grid_mode, edges repeated: weights 1/4, 3/4 towards each output centre."""
+    values = stack.astype(np.float64)
+    for axis in (1, 2):
+        values = _double_axis(values, axis)
+    return np.asarray(values, dtype=np.float32)
+
+
+def _double_axis(values: np.ndarray, axis: int) -> np.ndarray:
+    n = values.shape[axis]
+    index = np.arange(n)
+    before = np.take(values, np.maximum(index - 1, 0), axis=axis)
+    after = np.take(values, np.minimum(index + 1, n - 1), axis=axis)
+    shape = list(values.shape)
+    shape[axis] = 2 * n
+    out = np.empty(shape, dtype=np.float64)
+    even: list[slice] = [slice(None)] * values.ndim
+    odd: list[slice] = [slice(None)] * values.ndim
+    even[axis], odd[axis] = slice(0, None, 2), slice(1, None, 2)
+    out[tuple(even)] = 0.25 * before + 0.75 * values
+    out[tuple(odd)] = 0.75 * values + 0.25 * after
+    return out

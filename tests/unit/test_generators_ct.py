@@ -134,3 +134,45 @@ def test_resample_keeps_shape_contract() -> None:
     stack = np.random.default_rng(0).normal(size=(3, 64, 48)).astype(np.float32)
     assert resample_slices(stack, (32, 32)).shape == (3, 32, 32)
     assert resample_slices(stack, (64, 48)) is not None
+
+
+def _brain_mask_slice_by_slice(hu: np.ndarray, pixel_spacing: tuple[float, float]) -> np.ndarray:
+    """The mask's definition, one slice at a time with scipy's own morphology."""
+    from scipy import ndimage
+
+    margin = max(1, round(0.9 / min(pixel_spacing)))
+    mask = np.zeros(hu.shape, dtype=bool)
+    for i, image in enumerate(hu):
+        bone = image > 300.0
+        if bone.sum() < 50:
+            continue
+        closed = ndimage.binary_closing(bone, structure=np.ones((5, 5)), iterations=2)
+        inside = ndimage.binary_fill_holes(closed) & ~ndimage.binary_dilation(closed, iterations=margin)
+        mask[i] = ndimage.binary_opening(inside & (image > -15) & (image < 120), iterations=2)
+    return mask
+
+
+def test_brain_mask_equals_its_slice_by_slice_definition() -> None:
+    from dicomnode.phantoms import make_study
+
+    study = make_study(3, "sdh", slice_thickness_mm=5.0, coverage_mm=60.0, matrix=256, lesion_size="small")
+    rng = np.random.default_rng(1)
+    noise = rng.normal(0.0, 400.0, (4, 64, 80))  # bone and holes everywhere, also at the edges
+    shifted = np.roll(study.hu, 90, axis=2)  # the skull cut by the image edge
+    edge_bone = np.full((2, 40, 40), 35.0)
+    edge_bone[:, :3] = 1000.0  # bone along one edge only: nothing closed
+    edge_bone[1] = 35.0  # and a slice without bone
+    for hu, spacing in [(study.hu, (0.9, 0.9)), (shifted, (0.45, 0.45)), (noise, (0.5, 0.5)),
+                        (edge_bone, (1.0, 1.0))]:
+        assert np.array_equal(brain_mask(hu, spacing), _brain_mask_slice_by_slice(hu, spacing))
+
+
+@pytest.mark.parametrize("source, target", [((64, 48), (32, 24)), ((32, 24), (64, 48)), ((5, 3), (10, 6)),
+                                            ((64, 48), (40, 30))])
+def test_resample_gives_the_values_of_a_linear_zoom(source: tuple[int, int], target: tuple[int, int]) -> None:
+    from scipy import ndimage
+
+    stack = np.random.default_rng(0).normal(30.0, 300.0, size=(3, *source)).astype(np.float32)
+    factors = (1.0, target[0] / source[0], target[1] / source[1])
+    zoomed = ndimage.zoom(stack, factors, order=1, grid_mode=True, mode="nearest")[:, : target[0], : target[1]]
+    assert np.array_equal(resample_slices(stack, target), zoomed.astype(np.float32))
