@@ -95,6 +95,7 @@ def cmd_train(
         + (" --mirrored" if mirrored else "")
         + (" --vary-texture" if vary_texture else "")
         + _pool_options(config, render_workers)
+        + (f" --device {device}" if device != "cpu" else "")
         + (f" --init {init}" if init else "") + f" --out {output_dir}"
     )
     if init is not None:

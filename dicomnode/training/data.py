@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dicomnode.phantoms.lesions import LESION_KINDS, kind_probabilities
+from dicomnode.phantoms.template import load_anatomy
 from dicomnode.phantoms.vendors import ScannerTexture
 from dicomnode.phantoms.volume import make_pair
 from dicomnode.training.model import HU_WINDOW
@@ -108,9 +109,12 @@ class SlicePool:
         if workers > 0:
             # Own generator for the study plan: the renders run ahead of the batch draws.
             self._plan_rng = np.random.default_rng([seed, 1])
-            # Fork before any CUDA use (the caller creates the pool first); the children
-            # inherit the loaded template anatomy instead of each reading it again.
-            self._executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+            # Workers start from a clean server process, not a fork of this one: torch's threads
+            # (and CUDA) make forking the trainer unsafe. Build the template anatomy first so
+            # they all read its cache instead of each building it.
+            load_anatomy()
+            context = multiprocessing.get_context("forkserver")
+            self._executor = ProcessPoolExecutor(workers, mp_context=context)
             for _ in range(2 * workers):
                 self._submit_next()
 

@@ -162,7 +162,6 @@ def train(
         start_step = int(state["step"])
         logger.info("resuming from %s at step %d", ckpt, start_step)
     logger.info("training %d parameters for %d steps on %s", parameter_count(model), steps, device)
-    # The pool (and its worker processes) comes first: workers must fork before CUDA starts.
     own_pool = pool is None
     pool = pool or SlicePool(
         seed, cfg.pool_size, kind_weights=cfg.kind_weights, vary_texture=cfg.vary_texture,
