@@ -174,5 +174,6 @@ def test_resample_gives_the_values_of_a_linear_zoom(source: tuple[int, int], tar
 
     stack = np.random.default_rng(0).normal(30.0, 300.0, size=(3, *source)).astype(np.float32)
     factors = (1.0, target[0] / source[0], target[1] / source[1])
-    zoomed = ndimage.zoom(stack, factors, order=1, grid_mode=True, mode="nearest")[:, : target[0], : target[1]]
+    zoomed = ndimage.zoom(stack, factors, order=1, grid_mode=True, mode="nearest")
+    zoomed = zoomed[:, : target[0], : target[1]]
     assert np.array_equal(resample_slices(stack, target), zoomed.astype(np.float32))
