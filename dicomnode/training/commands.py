@@ -68,18 +68,11 @@ def cmd_train(
         init_weights=init, mirrored=mirrored, kind_weights=weights, vary_texture=vary_texture,
         device=device, render_workers=render_workers,
     )
-    if pool_size is not None:
-        config.pool_size = pool_size
-    if initial_studies is not None:
-        config.initial_studies = initial_studies
-    if refresh_every is not None:
-        config.refresh_every = refresh_every
-    if lr is not None:
-        config.lr = lr
-    if subtle_hu is not None:
-        config.subtle_hu = subtle_hu
-    if huber_hu is not None:
-        config.huber_hu = huber_hu
+    given = {"pool_size": pool_size, "initial_studies": initial_studies, "refresh_every": refresh_every,
+             "lr": lr, "subtle_hu": subtle_hu, "huber_hu": huber_hu}
+    for name, value in given.items():
+        if value is not None:  # options left out keep TrainConfig's defaults
+            setattr(config, name, value)
     # Checkpoints live outside the repository and the node's data folder, which tests clean.
     work = work_dir or cache_dir() / "train" / model
     start = time.monotonic()

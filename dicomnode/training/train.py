@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import logging
 import math
@@ -167,36 +168,16 @@ def train(
         seed, cfg.pool_size, kind_weights=cfg.kind_weights, vary_texture=cfg.vary_texture,
         workers=cfg.render_workers,
     )
-    try:
-        return _run(model, optimiser, schedule, pool, cfg, device, start_step, steps, output_dir, run_key,
-                    progress)
-    finally:
-        if own_pool:
-            pool.close()
-
-
-def _run(
-    model: PseudoHealthyUNet,
-    optimiser: torch.optim.Optimizer,
-    schedule: torch.optim.lr_scheduler.LRScheduler,
-    pool: SlicePool,
-    cfg: TrainConfig,
-    device: torch.device,
-    start_step: int,
-    steps: int,
-    output_dir: Path,
-    run_key: dict[str, object],
-    progress: bool,
-) -> TrainResult:
+    # A pool made here is closed here (its render workers stopped); a caller's stays open.
+    pool_scope = contextlib.closing(pool) if own_pool else contextlib.nullcontext()
     begin = time.monotonic()
-    while len(pool.studies) < cfg.initial_studies:
-        pool.add()
-    model.to(device)
-    _optimiser_to(optimiser, device)
-    ckpt = output_dir / CHECKPOINT
     result = TrainResult(model, config=cfg)
     log_path = output_dir / LOSS_LOG
-    with log_path.open("a", newline="") as log_file:
+    with pool_scope, log_path.open("a", newline="") as log_file:
+        while len(pool.studies) < cfg.initial_studies:
+            pool.add()
+        model.to(device)
+        _optimiser_to(optimiser, device)
         log = csv.writer(log_file)
         bar = tqdm(
             range(start_step, steps), initial=start_step, total=steps, disable=not progress, desc="train"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -10,8 +9,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from dicomnode.training.data import SlicePool, StudySlices  # noqa: E402
 from dicomnode.training.train import TrainConfig, train  # noqa: E402
+from tests.support.training import tiny_pool  # noqa: E402
 
 pytestmark = [
     pytest.mark.gpu,
@@ -19,25 +18,13 @@ pytestmark = [
 ]
 
 
-def _pool() -> SlicePool:
-    rng = np.random.default_rng(0)
-    pool = SlicePool(seed=0, capacity=4)
-    target = (0.3 + 0.05 * rng.random((4, 48, 48))).astype(np.float16)
-    inputs = target.copy()
-    masks = np.zeros(target.shape, dtype=bool)
-    masks[:, 10:18, 12:20] = True
-    inputs[masks] = 0.8
-    pool.studies = deque([StudySlices(inputs, target, masks, "ich")], maxlen=4)
-    return pool
-
-
 def test_first_step_matches_the_cpu_and_the_model_comes_back_on_the_cpu(tmp_path: Path) -> None:
     torch.backends.cudnn.allow_tf32 = False  # compare FP32 with FP32
     config = TrainConfig(crop=32, base_channels=4, initial_studies=1, refresh_every=10_000, device="cuda")
-    result = train(tmp_path / "cuda", steps=3, batch_size=4, seed=1, config=config, pool=_pool(),
+    result = train(tmp_path / "cuda", steps=3, batch_size=4, seed=1, config=config, pool=tiny_pool(48),
                    progress=False)
     assert next(result.model.parameters()).device.type == "cpu"
-    reference = train(tmp_path / "ref", steps=1, batch_size=4, seed=1, pool=_pool(), progress=False,
+    reference = train(tmp_path / "ref", steps=1, batch_size=4, seed=1, pool=tiny_pool(48), progress=False,
                       config=TrainConfig(crop=32, base_channels=4, initial_studies=1, refresh_every=10_000))
     assert result.losses[0] == pytest.approx(reference.losses[0], rel=1e-4)
     assert all(np.isfinite(result.losses))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -24,19 +23,7 @@ from dicomnode.training.model import (  # noqa: E402
     parameter_count,
 )
 from dicomnode.training.train import CHECKPOINT, LOSS_LOG, TrainConfig, loss_fn, train  # noqa: E402
-
-
-def _tiny_pool(size: int = 32) -> SlicePool:
-    """A pool of synthetic slices with a bright square 'lesion' whose target is the background."""
-    rng = np.random.default_rng(0)
-    pool = SlicePool(seed=0, capacity=4)
-    target = (0.3 + 0.05 * rng.random((4, size, size))).astype(np.float16)
-    inputs = target.copy()
-    masks = np.zeros(target.shape, dtype=bool)
-    masks[:, 10:18, 12:20] = True
-    inputs[masks] = 0.8
-    pool.studies = deque([StudySlices(inputs, target, masks, "ich")], maxlen=4)
-    return pool
+from tests.support.training import tiny_pool  # noqa: E402
 
 
 def _tiny_config() -> TrainConfig:
@@ -63,13 +50,13 @@ def test_shipped_architecture_size() -> None:
 
 def test_three_training_steps_checkpoint_and_resume(tmp_path: Path) -> None:
     result = train(
-        tmp_path, steps=3, batch_size=2, seed=1, config=_tiny_config(), pool=_tiny_pool(), progress=False
+        tmp_path, steps=3, batch_size=2, seed=1, config=_tiny_config(), pool=tiny_pool(), progress=False
     )
     assert len(result.losses) == 3 and all(np.isfinite(result.losses))
     assert (tmp_path / CHECKPOINT).is_file()
     assert len((tmp_path / LOSS_LOG).read_text().splitlines()) == 3
     resumed = train(
-        tmp_path, steps=4, batch_size=2, seed=1, config=_tiny_config(), pool=_tiny_pool(), progress=False
+        tmp_path, steps=4, batch_size=2, seed=1, config=_tiny_config(), pool=tiny_pool(), progress=False
     )
     assert len(resumed.losses) == 1  # picked up at step 3
 
@@ -77,7 +64,7 @@ def test_three_training_steps_checkpoint_and_resume(tmp_path: Path) -> None:
 def test_training_reduces_the_loss_on_a_fixed_batch() -> None:
     torch.manual_seed(0)
     model = PseudoHealthyUNet(base=4)
-    pool = _tiny_pool()
+    pool = tiny_pool()
     x, y, m = (torch.from_numpy(a) for a in pool.batch(4, 32))
     optimiser = torch.optim.Adam(model.parameters(), lr=5e-3)
     losses = []
@@ -123,14 +110,14 @@ def test_mirrored_model_starts_as_the_single_channel_one_and_sees_the_other_side
 
 
 def test_full_width_crops_keep_whole_rows() -> None:
-    x, y, m = _tiny_pool(size=48).batch(3, 32, full_width=True)
+    x, y, m = tiny_pool(size=48).batch(3, 32, full_width=True)
     assert x.shape == y.shape == m.shape == (3, 1, 32, 48)
 
 
 def test_export_engine_writes_a_valid_model_folder(tmp_path: Path) -> None:
     work = tmp_path / "work"
     result = train(
-        work, steps=3, batch_size=2, seed=2, config=_tiny_config(), pool=_tiny_pool(), progress=False
+        work, steps=3, batch_size=2, seed=2, config=_tiny_config(), pool=tiny_pool(), progress=False
     )
     out = tmp_path / "anomaly_triage"
     written = export_engine(
@@ -147,9 +134,9 @@ def test_export_engine_writes_a_valid_model_folder(tmp_path: Path) -> None:
 
 
 def test_a_checkpoint_of_another_seed_is_not_resumed(tmp_path: Path) -> None:
-    train(tmp_path, steps=2, batch_size=2, seed=1, config=_tiny_config(), pool=_tiny_pool(), progress=False)
+    train(tmp_path, steps=2, batch_size=2, seed=1, config=_tiny_config(), pool=tiny_pool(), progress=False)
     other = train(
-        tmp_path, steps=2, batch_size=2, seed=2, config=_tiny_config(), pool=_tiny_pool(), progress=False
+        tmp_path, steps=2, batch_size=2, seed=2, config=_tiny_config(), pool=tiny_pool(), progress=False
     )
     assert len(other.losses) == 2  # started afresh
     assert len((tmp_path / LOSS_LOG).read_text().splitlines()) == 2
@@ -191,7 +178,7 @@ def test_training_continues_from_given_weights(tmp_path: Path) -> None:
     torch.save(start.state_dict(), weights)
     config = _tiny_config()
     config.init_weights, config.lr = weights, 1e-9
-    result = train(tmp_path / "run", steps=1, batch_size=2, seed=1, config=config, pool=_tiny_pool(),
+    result = train(tmp_path / "run", steps=1, batch_size=2, seed=1, config=config, pool=tiny_pool(),
                    progress=False)
     conv = next(result.model.parameters())
     assert torch.allclose(conv, torch.full_like(conv, 0.01), atol=1e-6)
@@ -302,10 +289,10 @@ def test_varied_texture_keeps_the_study_and_draws_inside_its_ranges() -> None:
 
 
 def test_a_checkpoint_of_a_run_without_varied_texture_is_not_resumed(tmp_path: Path) -> None:
-    train(tmp_path, steps=2, batch_size=2, seed=1, config=_tiny_config(), pool=_tiny_pool(), progress=False)
+    train(tmp_path, steps=2, batch_size=2, seed=1, config=_tiny_config(), pool=tiny_pool(), progress=False)
     config = _tiny_config()
     config.vary_texture = True
-    other = train(tmp_path, steps=2, batch_size=2, seed=1, config=config, pool=_tiny_pool(), progress=False)
+    other = train(tmp_path, steps=2, batch_size=2, seed=1, config=config, pool=tiny_pool(), progress=False)
     assert len(other.losses) == 2  # started afresh
 
 
@@ -345,4 +332,4 @@ def test_training_on_a_device_torch_lacks_is_refused_by_name(tmp_path: Path) -> 
     config = _tiny_config()
     config.device = "cuda"
     with pytest.raises(RuntimeError, match="'cuda'"):
-        train(tmp_path, steps=1, batch_size=2, seed=1, config=config, pool=_tiny_pool(), progress=False)
+        train(tmp_path, steps=1, batch_size=2, seed=1, config=config, pool=tiny_pool(), progress=False)
