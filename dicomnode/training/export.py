@@ -163,6 +163,14 @@ def _hypodense_limit(config: TrainConfig) -> str:
   (model 0.2.0 changed infarcts by 0.0 HU). `--huber-hu` removes that pull."""
 
 
+def _hardware(config: TrainConfig) -> str:
+    """What the run trained on, as the card names it (the loss curve depends on it only through speed)."""
+    device = torch.device(config.device)
+    if device.type == "cuda":
+        return f"one {torch.cuda.get_device_name(device)}"
+    return f"{config.threads} CPU cores"
+
+
 def card_text(result: TrainResult, manifest: dict[str, Any], log_path: Path, parity: float) -> str:
     size = MODEL_MATRIX
     curve = "\n".join(f"| {step} | {loss:.4f} |" for step, loss in loss_summary(log_path))
@@ -201,10 +209,10 @@ intracranial mask; the study score ranks studies on the triage worklist.
   The target is the study's exact lesion-free twin (same head, pose and noise), so healthy
   tissue is an identity example and lesions must be replaced by plausible anatomy.
 - Loss: {_loss_text(result.config)}; AdamW, cosine schedule, random 160x160 crops and
-  left-right flips, CPU only. A command chained with `&&` continues the first run's
+  left-right flips. A command chained with `&&` continues the first run's
   weights (`--init`) with the second's settings.
 - Command: `{manifest["training"]["command"]}` (seed {manifest["training"]["seed"]}),
-  {len(result.losses)} steps in {result.seconds / 60:.0f} min on 2 CPU cores.
+  {len(result.losses)} steps in {result.seconds / 60:.0f} min on {_hardware(result.config)}.
 - ONNX export: opset {OPSET}; largest difference to torch eager on a random batch {parity:.1e}.
 
 Training loss (mean of the previous 100 steps):

@@ -28,3 +28,6 @@ def test_first_step_matches_the_cpu_and_the_model_comes_back_on_the_cpu(tmp_path
                       config=TrainConfig(crop=32, base_channels=4, initial_studies=1, refresh_every=10_000))
     assert result.losses[0] == pytest.approx(reference.losses[0], rel=1e-4)
     assert all(np.isfinite(result.losses))
+    from dicomnode.training.export import _hardware
+
+    assert _hardware(config) == f"one {torch.cuda.get_device_name(0)}"  # what the card says

@@ -131,6 +131,7 @@ def test_export_engine_writes_a_valid_model_folder(tmp_path: Path) -> None:
     card = (out / "card.md").read_text()
     assert "NOT FOR DIAGNOSIS" in card
     assert "## Evaluation" in card and "see `dicomnode evaluate anomaly_triage`" in card
+    assert "3 steps in" in card and "min on 2 CPU cores" in card  # the hardware this run used
 
 
 def test_a_checkpoint_of_another_seed_is_not_resumed(tmp_path: Path) -> None:
