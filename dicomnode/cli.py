@@ -72,6 +72,17 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--config", type=Path, help="YAML configuration (default: embedded)")
         p.set_defaults(func=_engines, action=action)
 
+    calibrate = sub.add_parser(
+        "calibrate", help="fit a generator's score scale to a site's own normal studies")
+    calibrate.add_argument("generator", choices=["anomaly_triage"])
+    calibrate.add_argument("paths", nargs="+", type=Path, metavar="PATH",
+                           help="files or folders of series read as normal (one series per study)")
+    calibrate.add_argument("--model", help="model name in the zoo (default: the configured one)")
+    calibrate.add_argument("--min-series", type=int, default=20, metavar="N",
+                           help="fewest scored series to fit from (default 20)")
+    calibrate.add_argument("--config", type=Path, help="YAML configuration (default: embedded)")
+    calibrate.set_defaults(func=_calibrate)
+
     worklist = sub.add_parser("worklist", help="print the triage worklist, most urgent first")
     worklist.add_argument("--config", type=Path, help="YAML configuration (default: embedded)")
     worklist.set_defaults(func=_worklist)
@@ -227,6 +238,12 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     return cmd_evaluate(load_config(args.config), args.model, args.studies, args.shifted, args.matrix,
                         args.calibrate, args.write_card, validation=args.validation)
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from dicomnode.calibration import cmd_calibrate
+
+    return cmd_calibrate(load_config(args.config), args.paths, args.model, args.min_series)
 
 
 def _worklist(args: argparse.Namespace) -> int:

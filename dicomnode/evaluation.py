@@ -19,7 +19,6 @@ All of this is phantom evidence, not clinical evidence.
 from __future__ import annotations
 
 import logging
-import math
 import re
 import tempfile
 from collections.abc import Callable, Iterator
@@ -34,7 +33,7 @@ from tqdm import tqdm
 from dicomnode import metrics
 from dicomnode.config import Config
 from dicomnode.engines import Engine, EngineRegistry
-from dicomnode.generators.anomaly_triage import TriageSettings, analyse_volume
+from dicomnode.generators.anomaly_triage import TriageSettings, analyse_volume, fit_calibration_ml
 from dicomnode.generators.ct import CtVolume, load_ct_volume
 
 if TYPE_CHECKING:
@@ -147,8 +146,7 @@ def calibrate(engine: Engine, settings: TriageSettings, count: int, matrix: int)
     for i in tqdm(range(count), desc="calibration", leave=False):
         study = make_study(CALIBRATION_SEED + i, None, matrix=matrix)
         raws.append(analyse_volume(_through_dicom(study), engine, settings).raw_ml)
-    r95 = float(np.percentile(raws, 95))
-    return max(r95, 1e-3) / -math.log(1.0 - settings.urgent / 100.0)
+    return fit_calibration_ml(raws, settings)
 
 
 def summary_rows(result: ConditionResult) -> list[tuple[str, str]]:

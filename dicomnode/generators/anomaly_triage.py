@@ -126,6 +126,19 @@ class TriageAnalysis:
         return int(rows.min()), int(cols.min()), int(rows.max()), int(cols.max())
 
 
+def fit_calibration_ml(healthy_raw_ml: Sequence[float], settings: TriageSettings) -> float:
+    """calibration_ml that puts the 95th percentile of these healthy studies at the urgent threshold.
+
+    The inverse of step 6: score(r95) = urgent, so about 5 % of healthy studies reach urgent.
+    """
+    if not healthy_raw_ml:
+        raise ValueError("no healthy studies to calibrate on")
+    if not 0 < settings.urgent < 100:
+        raise ValueError(f"urgent threshold {settings.urgent:g}: calibration needs 0 < urgent < 100")
+    r95 = float(np.percentile(healthy_raw_ml, 95))
+    return max(r95, 1e-3) / -float(np.log(1.0 - settings.urgent / 100.0))
+
+
 def analyse(datasets: Sequence[Dataset], engine: Engine, settings: TriageSettings) -> TriageAnalysis:
     """The whole computation, from datasets to scores; no DICOM is written here."""
     return analyse_volume(load_ct_volume(datasets), engine, settings)
