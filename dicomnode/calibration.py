@@ -15,7 +15,7 @@ listed with the reason and left out of the fit.
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class SeriesScore:
     series_uid: str
+    study_uid: str
     description: str
     slices: int
     raw_ml: float | None  # None: rejected
@@ -60,13 +61,15 @@ def score_series(series: dict[str, list[Path]], engine: Engine, settings: Triage
     """Each series scored as the node scores it, with this engine and these settings."""
     for uid, paths in tqdm(series.items(), desc="series", unit="series", disable=not progress):
         datasets = _read(paths)
-        description = str(datasets[0].get("SeriesDescription", "")) if datasets else ""
+        first = datasets[0] if datasets else Dataset()
+        study = str(first.get("StudyInstanceUID", ""))
+        description = str(first.get("SeriesDescription", ""))
         try:
             raw = analyse(datasets, engine, settings).raw_ml
         except SeriesRejected as exc:
-            yield SeriesScore(uid, description, len(datasets), None, str(exc))
+            yield SeriesScore(uid, study, description, len(datasets), None, str(exc))
             continue
-        yield SeriesScore(uid, description, len(datasets), raw)
+        yield SeriesScore(uid, study, description, len(datasets), raw)
 
 
 def _read(paths: list[Path]) -> list[Dataset]:
@@ -114,6 +117,11 @@ def cmd_calibrate(config: Config, paths: Sequence[Path], model: str | None,
     flagged = sum(100.0 * (1.0 - np.exp(-r / settings.calibration_ml)) >= settings.urgent for r in raws)
     print(f"{len(raws)} of {len(scores)} series scored; with calibration_ml {settings.calibration_ml:g}, "
           f"{flagged} reach urgent ({settings.urgent:g})")
+    per_study = Counter(item.study_uid for item in scores if item.raw_ml is not None)
+    repeated = sum(count > 1 for count in per_study.values())
+    if repeated:
+        print(f"note: {repeated} stud{'y' if repeated == 1 else 'ies'} gave more than one scored series; "
+              "each series counts in the fit, so a study with several weighs more (keep one per study)")
     if len(raws) < min_series:
         print(f"error: {len(raws)} normal series scored; at least {min_series} are needed to fit "
               "calibration_ml (their 95th percentile sets it)")

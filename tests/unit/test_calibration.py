@@ -89,3 +89,19 @@ def test_the_fit_puts_the_95th_percentile_at_urgent() -> None:
     assert 100.0 * (1.0 - math.exp(-r95 / fitted)) == pytest.approx(40.0)
     with pytest.raises(ValueError, match="0 < urgent < 100"):
         fit_calibration_ml(raws, TriageSettings(urgent=0.0, critical=50.0))
+
+
+def test_a_study_with_two_scored_series_is_pointed_out(
+    normal_series: tuple[Path, list[float]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder, _ = normal_series
+    original = folder / f"study{SEEDS[0]}"
+    series_uid = generate_uid()
+    for path in original.iterdir():  # the same study reconstructed again: another series
+        ds = dcmread(path)
+        ds.SeriesInstanceUID, ds.SOPInstanceUID = series_uid, generate_uid()
+        ds.save_as(tmp_path / path.name)
+    assert main(["calibrate", "anomaly_triage", str(original), str(tmp_path), "--min-series", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "2 of 2 series scored" in out
+    assert "note: 1 study gave more than one scored series" in out
