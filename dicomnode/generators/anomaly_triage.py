@@ -9,9 +9,10 @@ little darker, so the two directions are scored separately:
    inside the brain mask;
 2. hyperdense excess = max(d smoothed by `smoothing_mm` − `noise_floor_hu`, 0): small,
    bright findings (blood) need fine detail and stand far above the noise; not counted
-   where the next slice up or down is bone at the same place, since the slice may hold a
-   sliver of that bone (partial volume at the skull base), which no pseudo-healthy slice
-   reproduces; on validation phantoms this removed most healthy heads' false evidence;
+   where the next slice up or down (in a thin series, any slice within 3 mm) is bone at the
+   same place, since the slice may hold a sliver of that bone (partial volume at the skull
+   base) or soft tissue that bone encloses there, which no pseudo-healthy slice reproduces;
+   on validation phantoms this removed most healthy heads' false evidence;
 3. hypodense excess = max(−d smoothed by `hypodense_smoothing_mm` − `hypodense_floor_hu`, 0):
    infarct lowers the parenchyma by only 5–15 HU, visible over an area, not per pixel;
 4. anomaly map = hyperdense + hypodense excess; slice score = its anomalous area in cm²;
@@ -180,7 +181,7 @@ def score_volume(volume: CtVolume, pseudo: np.ndarray, window: tuple[float, floa
     box = _bounding_box(mask, [int(np.ceil(_TRUNCATE * widest / s)) + 1 for s in volume.pixel_spacing])
     inside = mask[box]
     signed = (clipped[box] - pseudo[box]) * inside
-    hyper_allowed = inside & ~bone_beside(volume.hu[box])
+    hyper_allowed = inside & ~bone_beside(volume.hu[box], volume.slice_spacing)
     fine = _smooth(signed, settings.smoothing_mm, volume.pixel_spacing) * hyper_allowed
     coarse = _smooth(signed, settings.hypodense_smoothing_mm, volume.pixel_spacing) * inside
     hyper = np.maximum(fine - settings.noise_floor_hu, 0.0)

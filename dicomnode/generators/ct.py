@@ -159,17 +159,28 @@ def _fill_holes(stack: np.ndarray) -> np.ndarray:
     return filled
 
 
-def bone_beside(hu: np.ndarray) -> np.ndarray:
-    """Pixels whose neighbouring slice (above or below) is bone at the same place.
+# Hyperdense evidence within this distance along z of bone (at the same place) is not counted;
+# at least the next slice. Chosen on 1 mm validation phantoms (see bone_beside).
+BONE_BESIDE_MM = 3.0
 
-    A slice has thickness; where the skull's surface crosses it obliquely (skull base, vertex)
-    a pixel may hold a sliver of the bone that the next slice shows in full, and read tens of
-    HU brighter than any brain tissue.
+
+def bone_beside(hu: np.ndarray, slice_spacing_mm: float) -> np.ndarray:
+    """Pixels with bone at the same place in a slice above or below, within BONE_BESIDE_MM.
+
+    A thick slice may hold a sliver of the bone that the next slice shows in full where the
+    skull's surface crosses it obliquely (skull base, vertex), and read tens of HU brighter
+    than any brain tissue: the next slice is reached at every thickness. A thin series splits
+    the skull base's soft tissue that bone encloses (around the sella and the sphenoid) into
+    several slices a millimetre or two from the bone that covers it; the model restores it
+    as brain. Reaching 3 mm took healthy 1 mm validation heads over the urgent line from 3 of
+    24 to 1 (study AUC 0.951 to 0.964); in a series thicker than 1.5 mm it is the next slice only.
     """
+    reach = max(1, int(BONE_BESIDE_MM / slice_spacing_mm + 1e-6))  # slices whose centre is that close
     bone = hu > BONE_HU
     beside = np.zeros(hu.shape, dtype=bool)
-    beside[1:] |= bone[:-1]
-    beside[:-1] |= bone[1:]
+    for step in range(1, min(reach, hu.shape[0] - 1) + 1):
+        beside[step:] |= bone[:-step]
+        beside[:-step] |= bone[step:]
     return beside
 
 

@@ -124,10 +124,20 @@ def test_brain_mask_keeps_a_thin_collection_against_the_skull_at_any_matrix() ->
 def test_bone_beside_marks_the_slices_next_to_bone_not_the_bone_slice() -> None:
     hu = np.full((5, 8, 8), 35.0)
     hu[2, 3:5, 3:5] = 900.0
-    beside = bone_beside(hu)
-    assert beside[1, 3:5, 3:5].all() and beside[3, 3:5, 3:5].all()
-    assert beside.sum() == 8  # the 2x2 patch in the slice above and the one below, nothing else
-    assert not bone_beside(np.full((1, 8, 8), 900.0)).any()  # a single slice has no neighbours
+    for thickness in (5.0, 2.5, 2.0):  # the next slice only
+        beside = bone_beside(hu, thickness)
+        assert beside[1, 3:5, 3:5].all() and beside[3, 3:5, 3:5].all()
+        assert beside.sum() == 8  # the 2x2 patch in the slice above and the one below, nothing else
+    assert not bone_beside(np.full((1, 8, 8), 900.0), 1.0).any()  # a single slice has no neighbours
+
+
+def test_bone_beside_reaches_3_mm_in_a_thin_series() -> None:
+    hu = np.full((11, 8, 8), 35.0)
+    hu[5, 3:5, 3:5] = 900.0
+    marked = np.flatnonzero(bone_beside(hu, 1.0).any(axis=(1, 2)))
+    assert marked.tolist() == [2, 3, 4, 6, 7, 8]  # 1-3 mm away; 4 mm is not
+    marked = np.flatnonzero(bone_beside(hu, 0.625).any(axis=(1, 2)))
+    assert marked.tolist() == [1, 2, 3, 4, 6, 7, 8, 9]  # up to 2.5 mm
 
 
 def test_resample_keeps_shape_contract() -> None:
