@@ -20,7 +20,6 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 from pydicom import Dataset, dcmread
 from pydicom.errors import InvalidDicomError
 from tqdm import tqdm
@@ -33,6 +32,7 @@ from dicomnode.generators.ct import SeriesRejected
 from dicomnode.sending import iter_dicom_headers
 
 log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class SeriesScore:
@@ -103,18 +103,17 @@ def cmd_calibrate(config: Config, paths: Sequence[Path], model: str | None,
     except (ConfigError, DicomNodeError) as exc:
         print(f"error: {exc}")
         return 2
-    model = f"{engine.manifest.name} {engine.manifest.version}"
-    print(f"model {model}; the fit holds for this model only (refit after a model update)")
+    model_label = f"{engine.manifest.name} {engine.manifest.version}"
+    print(f"model {model_label}; the fit holds for this model only (refit after a model update)")
     print(f"{'raw ml':>8}  {'score':>5}  slices  series")
     for item in scores:
         label = f"{item.series_uid} {item.description}".rstrip()
         if item.raw_ml is None:
             print(f"{'-':>8}  {'-':>5}  {item.slices:>6}  {label}: not scored, {item.reason}")
         else:
-            current = 100.0 * (1.0 - np.exp(-item.raw_ml / settings.calibration_ml))
-            print(f"{item.raw_ml:8.3f}  {current:5.1f}  {item.slices:>6}  {label}")
+            print(f"{item.raw_ml:8.3f}  {settings.score(item.raw_ml):5.1f}  {item.slices:>6}  {label}")
     raws = [item.raw_ml for item in scores if item.raw_ml is not None]
-    flagged = sum(100.0 * (1.0 - np.exp(-r / settings.calibration_ml)) >= settings.urgent for r in raws)
+    flagged = sum(settings.score(raw) >= settings.urgent for raw in raws)
     print(f"{len(raws)} of {len(scores)} series scored; with calibration_ml {settings.calibration_ml:g}, "
           f"{flagged} reach urgent ({settings.urgent:g})")
     per_study = Counter(item.study_uid for item in scores if item.raw_ml is not None)
@@ -133,5 +132,5 @@ def cmd_calibrate(config: Config, paths: Sequence[Path], model: str | None,
         return 2
     print(f"calibration_ml that puts the 95th percentile of these {len(raws)} normal series at urgent: "
           f"{fitted:.3f}")
-    print(f"configuration (model {model}):\n  anomaly_triage:\n    calibration_ml: {fitted:.3f}")
+    print(f"configuration (model {model_label}):\n  anomaly_triage:\n    calibration_ml: {fitted:.3f}")
     return 0

@@ -96,6 +96,10 @@ class TriageSettings:
                 raise ConfigError(f"anomaly_triage.{key}: must be positive")
         return settings
 
+    def score(self, raw_ml: float) -> float:
+        """The calibrated study score 0-100 of a raw score (step 6)."""
+        return float(100.0 * (1.0 - np.exp(-raw_ml / self.calibration_ml)))
+
     def category(self, score: float) -> str:
         if score >= self.critical:
             return "critical"
@@ -193,7 +197,7 @@ def score_volume(volume: CtVolume, pseudo: np.ndarray, window: tuple[float, floa
     weight = (np.minimum(hyper / settings.noise_floor_hu, 3.0)
               + np.minimum(hypo / settings.hypodense_floor_hu, 3.0))
     raw_ml = float(weight.sum() * volume.voxel_ml)
-    score = float(100.0 * (1.0 - np.exp(-raw_ml / settings.calibration_ml)))
+    score = settings.score(raw_ml)
     evidence = np.zeros(mask.shape, dtype=np.float32)
     evidence[box] = np.maximum(fine, -coarse)
     return TriageAnalysis(volume, pseudo, evidence, excess, slice_scores, raw_ml, score,
