@@ -151,11 +151,13 @@ _IN_PLANE_CROSS_3D = np.pad(_IN_PLANE_CROSS, ((1, 1), (0, 0), (0, 0)))
 
 def _fill_holes(stack: np.ndarray) -> np.ndarray:
     """Per-slice binary_fill_holes: background not 4-connected to a slice's edge is filled."""
-    labels, _ = ndimage.label(~stack, structure=_IN_PLANE_CROSS_3D)
+    labels, count = ndimage.label(~stack, structure=_IN_PLANE_CROSS_3D)
     edges = np.concatenate([labels[:, 0].ravel(), labels[:, -1].ravel(),
                             labels[:, :, 0].ravel(), labels[:, :, -1].ravel()])
-    reached = np.unique(edges)
-    filled: np.ndarray = ~np.isin(labels, reached[reached > 0])
+    # A lookup per label instead of np.isin, which sorts copies of the whole label volume.
+    filled_label = np.ones(count + 1, dtype=bool)
+    filled_label[edges[edges > 0]] = False
+    filled: np.ndarray = filled_label[labels]
     return filled
 
 
