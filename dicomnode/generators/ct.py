@@ -7,7 +7,7 @@ on; a generator never guesses with input it was not built for.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -195,15 +195,27 @@ def resample_slices(stack: np.ndarray, shape: tuple[int, int], order: int = 1) -
     if stack.shape[1:] == shape:
         return stack.astype(np.float32, copy=False)
     if order == 1 and (2 * shape[0], 2 * shape[1]) == stack.shape[1:]:
-        return _halve(stack)
+        return _by_chunks(_halve, stack, shape)
     if order == 1 and (shape[0], shape[1]) == (2 * stack.shape[1], 2 * stack.shape[2]):
-        return _double(stack)
+        return _by_chunks(_double, stack, shape)
     factors = (1.0, shape[0] / stack.shape[1], shape[1] / stack.shape[2])
     out = ndimage.zoom(stack, factors, order=order, grid_mode=True, mode="nearest")
     return np.asarray(out[:, : shape[0], : shape[1]], dtype=np.float32)
 
 
 # zoom computes in float64 and rounds once to float32; so do these, for identical values.
+
+
+_CHUNK_SLICES = 16  # slices resampled at a time: bounds the float64 intermediates of a thin series
+
+
+def _by_chunks(resample: Callable[[np.ndarray], np.ndarray], stack: np.ndarray,
+               shape: tuple[int, int]) -> np.ndarray:
+    """`resample` applied to a few slices at a time (slices are independent: same values)."""
+    out = np.empty((stack.shape[0], *shape), dtype=np.float32)
+    for start in range(0, stack.shape[0], _CHUNK_SLICES):
+        out[start:start + _CHUNK_SLICES] = resample(stack[start:start + _CHUNK_SLICES])
+    return out
 
 
 def _halve(stack: np.ndarray) -> np.ndarray:
