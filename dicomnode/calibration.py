@@ -20,8 +20,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydicom import Dataset, dcmread
-from pydicom.errors import InvalidDicomError
+from pydicom import Dataset
 from tqdm import tqdm
 
 from dicomnode.config import Config
@@ -60,7 +59,8 @@ def score_series(series: dict[str, list[Path]], engine: Engine, settings: Triage
                  progress: bool = True) -> Iterator[SeriesScore]:
     """Each series scored as the node scores it, with this engine and these settings."""
     for uid, paths in tqdm(series.items(), desc="series", unit="series", disable=not progress):
-        datasets = _read(paths)
+        # Headers were read to group the files; pixels only now, one series at a time.
+        datasets = [ds for _, ds in iter_dicom_headers(paths, pixels=True)]
         first = datasets[0] if datasets else Dataset()
         study = str(first.get("StudyInstanceUID", ""))
         description = str(first.get("SeriesDescription", ""))
@@ -70,16 +70,6 @@ def score_series(series: dict[str, list[Path]], engine: Engine, settings: Triage
             yield SeriesScore(uid, study, description, len(datasets), None, str(exc))
             continue
         yield SeriesScore(uid, study, description, len(datasets), raw)
-
-
-def _read(paths: list[Path]) -> list[Dataset]:
-    datasets: list[Dataset] = []
-    for path in paths:
-        try:
-            datasets.append(dcmread(path))
-        except (InvalidDicomError, OSError, EOFError, ValueError) as exc:
-            log.warning("%s: not a readable DICOM file (%s)", path, exc)
-    return datasets
 
 
 def cmd_calibrate(config: Config, paths: Sequence[Path], model: str | None,

@@ -28,10 +28,11 @@ def iter_files(paths: Iterable[Path]) -> Iterator[Path]:
             log.warning("%s: no such file or folder", path)
 
 
-def iter_dicom_headers(paths: Iterable[Path]) -> Iterator[tuple[Path, Dataset]]:
+def iter_dicom_headers(paths: Iterable[Path], *, pixels: bool = False) -> Iterator[tuple[Path, Dataset]]:
+    """Each readable DICOM file with its dataset (headers only unless `pixels`); others logged."""
     for path in iter_files(paths):
         try:
-            yield path, dcmread(path, stop_before_pixels=True)
+            yield path, dcmread(path, stop_before_pixels=not pixels)
         except (InvalidDicomError, OSError, EOFError, ValueError) as exc:
             log.warning("%s: not a readable DICOM file (%s)", path, exc)
 

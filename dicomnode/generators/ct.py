@@ -203,9 +203,6 @@ def resample_slices(stack: np.ndarray, shape: tuple[int, int], order: int = 1) -
     return np.asarray(out[:, : shape[0], : shape[1]], dtype=np.float32)
 
 
-# zoom computes in float64 and rounds once to float32; so do these, for identical values.
-
-
 _CHUNK_SLICES = 16  # slices resampled at a time: bounds the float64 intermediates of a thin series
 
 
@@ -218,6 +215,7 @@ def _by_chunks(resample: Callable[[np.ndarray], np.ndarray], stack: np.ndarray,
     return out
 
 
+# zoom computes in float64 and rounds once to float32; so do these, for identical values.
 def _halve(stack: np.ndarray) -> np.ndarray:
     """Zoom by 1/2 with grid_mode: each output pixel is the mean of a 2x2 block."""
     values = stack.astype(np.float64)
