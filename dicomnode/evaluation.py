@@ -8,6 +8,15 @@ masks (inside the brain), and the Dice of the map thresholded at the one thresho
 maximises the mean Dice over lesion studies. Every study is written as its scanner's DICOM
 series and read back, so the HU conversion the node does is part of what is measured.
 
+Each subset also gets a bound: its AUC when every lesion study is scored against the
+study's exact lesion-free twin (same head, pose and noise) instead of the model's output,
+the healthy heads keeping the model's scores. That is what a flawless pseudo-healthy
+generator would reach with this score and these healthy heads; the gap between it and
+the AUC is the generator's, what lies between it and 1 belongs to the score (brain mask,
+floors, bone rule) and to the false evidence on healthy heads. A second bound leaves the
+healthy heads perfect too (a flawless generator returns a healthy head unchanged, so it
+scores 0): lesions that still score 0 there are ones this score cannot see at all.
+
 Shifted conditions show how far results move away from the reference mix: the thinnest and
 thickest slices of the training mix (1 and 5 mm), and what training never saw (2 mm slices,
 a scanner profile with a smoother reconstruction and other tags, 8 HU more noise). Each
@@ -33,7 +42,13 @@ from tqdm import tqdm
 from dicomnode import metrics
 from dicomnode.config import Config
 from dicomnode.engines import Engine, EngineRegistry
-from dicomnode.generators.anomaly_triage import TriageSettings, analyse_volume, fit_calibration_ml
+from dicomnode.generators.anomaly_triage import (
+    TriageSettings,
+    analyse_volume,
+    fit_calibration_ml,
+    model_window,
+    score_volume,
+)
 from dicomnode.generators.ct import CtVolume, load_ct_volume
 
 if TYPE_CHECKING:
@@ -63,6 +78,8 @@ class StudyResult:
     size: str | None
     score: float
     raw_ml: float
+    # raw_ml against the exact lesion-free twin (a flawless generator); 0 for healthy heads
+    bound_raw_ml: float = 0.0
 
 
 @dataclass
@@ -77,6 +94,18 @@ class ConditionResult:
     def labels(self, keep: Callable[[StudyResult], bool] = lambda s: True) -> tuple[np.ndarray, np.ndarray]:
         chosen = [s for s in self.studies if s.lesion is None or keep(s)]
         return (np.array([s.lesion is not None for s in chosen]), np.array([s.score for s in chosen]))
+
+    def bound_scores(self, keep: Callable[[StudyResult], bool] = lambda s: True,
+                     healthy_perfect: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Labels and raw scores with every lesion study scored against its lesion-free twin.
+
+        Healthy heads keep the model's raw score, or 0 with `healthy_perfect`. Raw scores rank
+        as the calibrated ones do (the calibration is monotone).
+        """
+        chosen = [s for s in self.studies if s.lesion is None or keep(s)]
+        scores = [s.bound_raw_ml if s.lesion is not None else (0.0 if healthy_perfect else s.raw_ml)
+                  for s in chosen]
+        return np.array([s.lesion is not None for s in chosen]), np.array(scores)
 
 
 def study_plan(count: int, seed0: int, kinds: tuple[str, ...], sizes: tuple[str, ...]) -> Iterator[
@@ -98,21 +127,26 @@ def study_plan(count: int, seed0: int, kinds: tuple[str, ...], sizes: tuple[str,
 
 def evaluate(engine: Engine, settings: TriageSettings, condition: Condition, count: int, seed0: int,
              matrix: int, progress: bool = True) -> ConditionResult:
-    from dicomnode.phantoms import LESION_KINDS, SIZE_CLASSES, make_study
+    from dicomnode.phantoms import LESION_KINDS, SIZE_CLASSES, make_pair
 
     result = ConditionResult(condition)
     plan = list(study_plan(count, seed0, LESION_KINDS, SIZE_CLASSES))
     rng = np.random.default_rng(seed0)
+    window = model_window(engine)
     for seed, lesion, size in tqdm(plan, desc=condition.name, disable=not progress, leave=False):
-        study = make_study(seed, lesion, slice_thickness_mm=condition.slice_thickness_mm, matrix=matrix,
-                           lesion_size=size, vendor=condition.vendor)
+        study, twin = make_pair(seed, lesion, slice_thickness_mm=condition.slice_thickness_mm, matrix=matrix,
+                                lesion_size=size, vendor=condition.vendor, healthy_twin=lesion is not None)
         if condition.extra_noise_hu:
-            noisy = study.hu + rng.normal(0.0, condition.extra_noise_hu, study.hu.shape)
-            study = replace(study, hu=np.clip(np.rint(noisy), -32768, 32767).astype(np.int16))
-        analysis = analyse_volume(_through_dicom(study), engine, settings)
-        result.studies.append(StudyResult(lesion, size, analysis.score, analysis.raw_ml))
-        if lesion is None:
+            noise = rng.normal(0.0, condition.extra_noise_hu, study.hu.shape)
+            study = replace(study, hu=_add_noise(study.hu, noise))
+            twin = None if twin is None else _add_noise(twin, noise)
+        volume = _through_dicom(study)
+        analysis = analyse_volume(volume, engine, settings)
+        if twin is None:
+            result.studies.append(StudyResult(lesion, size, analysis.score, analysis.raw_ml))
             continue
+        flawless = score_volume(volume, np.clip(twin, *window).astype(np.float32), window, settings)
+        result.studies.append(StudyResult(lesion, size, analysis.score, analysis.raw_ml, flawless.raw_ml))
         inside = study.brain_mask
         truth = study.lesion_mask & inside
         scores = analysis.difference[inside]
@@ -124,6 +158,11 @@ def evaluate(engine: Engine, settings: TriageSettings, condition: Condition, cou
                              for t in _DICE_THRESHOLDS]
         result.lesion_studies += 1
     return result
+
+
+def _add_noise(hu: np.ndarray, noise: np.ndarray) -> np.ndarray:
+    noisy: np.ndarray = np.clip(np.rint(hu + noise), -32768, 32767).astype(np.int16)
+    return noisy
 
 
 def _through_dicom(study: PhantomStudy) -> CtVolume:
@@ -158,8 +197,9 @@ def summary_rows(result: ConditionResult) -> list[tuple[str, str]]:
         n = int(y.sum())
         sens90 = metrics.sensitivity_at_specificity(y, s, 0.9)
         sens95 = metrics.sensitivity_at_specificity(y, s, 0.95)
+        bound = metrics.roc_auc(*result.bound_scores(keep))
         return (f"AUC {metrics.roc_auc(y, s):.3f} · sens@90%spec {sens90:.2f}"
-                f" · sens@95%spec {sens95:.2f} (n={n})")
+                f" · sens@95%spec {sens95:.2f} · flawless generator {bound:.3f} (n={n})")
 
     rows = [("all lesions", study_metrics(lambda s: True))]
     rows += [(f"kind {k}", study_metrics(lambda s, k=k: s.lesion == k)) for k in LESION_KINDS]  # type: ignore[misc]
@@ -198,11 +238,24 @@ def render(results: list[ConditionResult], settings: TriageSettings, engine: Eng
         drop = "" if result is reference else f" ({_paired_change(reference, result)})"
         lines.append(f"### {result.condition.name}: {len(result.studies)} studies, study AUC {auc:.3f}{drop}")
         lines.append("")
+        lines.append(_bound_sentence(result))
+        lines.append("")
         rows = summary_rows(result)
         if result is not reference:  # a few lesions of each kind: only the totals and sizes
             rows = [row for row in rows if row[0] == "all lesions" or row[0].startswith("size ")]
         lines += ["| subset | result |", "| --- | --- |"] + [f"| {a} | {b} |" for a, b in rows] + [""]
     return "\n".join(lines)
+
+
+def _bound_sentence(result: ConditionResult) -> str:
+    """What a flawless generator would reach: with these healthy heads, and with perfect ones."""
+    with_model_healthy = metrics.roc_auc(*result.bound_scores())
+    labels, perfect = result.bound_scores(healthy_perfect=True)
+    unseen = int(np.sum(labels & (perfect <= 0.0)))
+    return (f"Flawless generator (each lesion study scored against its exact lesion-free twin): study "
+            f"AUC {with_model_healthy:.3f} against this model's healthy heads, "
+            f"{metrics.roc_auc(labels, perfect):.3f} with healthy heads at 0; "
+            f"{unseen} of {int(labels.sum())} lesions leave no evidence even then.")
 
 
 def _paired_change(reference: ConditionResult, shifted: ConditionResult) -> str:

@@ -50,3 +50,40 @@ def test_studies_reach_the_pipeline_through_their_scanners_dicom(vendor: str) ->
     # philips stores unsigned from -1000 HU; canon signed with intercept 0: the same HU either way
     assert np.array_equal(volume.hu, np.maximum(study.hu, -1000 if vendor == "philips" else -32768))
     assert volume.pixel_spacing == pytest.approx(study.spacing[1:])
+
+
+def test_a_flawless_generator_bounds_the_evaluation() -> None:
+    pytest.importorskip("nilearn")
+    from dicomnode.engines import EngineRegistry
+    from dicomnode.evaluation import Condition, evaluate, render
+    from dicomnode.generators.anomaly_triage import TriageSettings
+
+    config = load_config(None)
+    registry = EngineRegistry(config.engines, config.node.data_dir)
+    try:
+        engine = registry.get("anomaly_triage")
+        settings = TriageSettings.from_params(config.anomaly_triage)
+        result = evaluate(engine, settings, Condition("5 mm", slice_thickness_mm=5.0), 2, HELD_OUT_SEED, 256,
+                          progress=False)
+    finally:
+        registry.close()
+    healthy, lesion = result.studies
+    assert healthy.lesion is None and lesion.lesion is not None
+    # scored against its own lesion-free twin, the lesion is all that differs
+    assert healthy.bound_raw_ml == 0.0 and lesion.bound_raw_ml > 0.0
+    from dicomnode.generators.anomaly_triage import model_window, score_volume
+    from dicomnode.phantoms import make_pair
+
+    study, twin = make_pair(HELD_OUT_SEED + 1, lesion.lesion, slice_thickness_mm=5.0, matrix=256,
+                            lesion_size=lesion.size)
+    assert twin is not None
+    window = model_window(engine)
+    flawless = np.clip(twin, *window).astype(np.float32)
+    expected = score_volume(_through_dicom(study), flawless, window, settings)
+    assert lesion.bound_raw_ml == pytest.approx(expected.raw_ml) and lesion.bound_raw_ml != lesion.raw_ml
+    labels, scores = result.bound_scores()
+    assert list(labels) == [False, True] and list(scores) == [healthy.raw_ml, lesion.bound_raw_ml]
+    assert list(result.bound_scores(healthy_perfect=True)[1]) == [0.0, lesion.bound_raw_ml]
+    text = render([result], settings, engine, 256)
+    assert "Flawless generator" in text and "0 of 1 lesions leave no evidence" in text
+    assert "flawless generator 1.000" in text
