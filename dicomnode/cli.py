@@ -119,6 +119,9 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--vary-texture", action="store_true",
                        help="give each phantom its own noise level, noise grain and kernel blur, over a "
                             "wider range than the scanner profiles (robustness to other scanners)")
+    train.add_argument("--healthy-slices", type=int, default=1, metavar="N",
+                       help="healthy slices drawn from each third of a phantom's coverage (skull base, "
+                            "mid-brain, vertex) besides the lesion's slices (default 1)")
     train.add_argument("--device", default="cpu", help="torch device to train on, e.g. cuda (default cpu)")
     train.add_argument("--render-workers", type=int, default=0, metavar="N",
                        help="processes rendering phantoms ahead of the training steps (default 0: "
@@ -230,7 +233,8 @@ def _train(args: argparse.Namespace) -> int:
                      lr=args.lr, subtle_hu=args.subtle_hu, mirrored=args.mirrored,
                      huber_hu=args.huber_hu, kind_weights=args.kind_weights, vary_texture=args.vary_texture,
                      device=args.device, render_workers=args.render_workers, pool_size=args.pool_size,
-                     initial_studies=args.initial_studies, refresh_every=args.refresh_every)
+                     initial_studies=args.initial_studies, refresh_every=args.refresh_every,
+                     healthy_slices=args.healthy_slices)
 
 
 def _evaluate(args: argparse.Namespace) -> int:

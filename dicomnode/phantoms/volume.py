@@ -108,11 +108,13 @@ def make_pair(
     healthy_twin: bool = True,
     slices: np.ndarray | str | None = None,
     texture: ScannerTexture | None = None,
+    healthy_slices: int = 1,
 ) -> tuple[PhantomStudy, np.ndarray | None]:
     """The study and, with `healthy_twin`, the same study's HU without its lesion (same noise).
 
     `slices` renders only those slice indices, or with "lesion" only the slices the lesion
-    touches and two more (training uses it to save time); `details["slices"]` lists them.
+    touches and `healthy_slices` from each third of the coverage (training uses it to save
+    time); `details["slices"]` lists them.
     `texture` replaces the scanner profile's noise and blur (its headers stay).
     """
     if lesion is not None and lesion not in LESION_KINDS:
@@ -151,7 +153,7 @@ def make_pair(
     voxel_ml = thickness * (fov / matrix) ** 2 / 1000.0
     volume_ml = float(mask.sum()) * voxel_ml
     if slices is not None:
-        index = _pick_slices(slices, mask, n_slices, scanner)
+        index = _pick_slices(slices, mask, n_slices, scanner, healthy_slices)
         grid = _Grid(anatomy, pose, matrix, fov, thickness, n_slices, index)
         mask = mask[index]
     noise = _noise(rng["noise"], (n_slices, matrix, matrix), profile, thickness)[grid.index]
@@ -180,9 +182,10 @@ def make_pair(
 
 
 def _pick_slices(
-    slices: np.ndarray | str, mask: np.ndarray, n_slices: int, rng: np.random.Generator
+    slices: np.ndarray | str, mask: np.ndarray, n_slices: int, rng: np.random.Generator, per_third: int = 1
 ) -> np.ndarray:
-    """Explicit indices, or "lesion": every slice the lesion touches plus one from each third of the coverage.
+    """Explicit indices, or "lesion": every slice the lesion touches plus `per_third` from each third
+    of the coverage (all of a third's slices where it has fewer).
 
     The thirds matter: skull base, mid-brain and vertex look different, and a pseudo-healthy
     model that never saw healthy skull-base slices mistakes its bone edges for blood.
@@ -191,10 +194,15 @@ def _pick_slices(
         return np.asarray(slices, dtype=int)
     if slices != "lesion":
         raise ValueError(f"slices must be indices or 'lesion', got {slices!r}")
+    if per_third < 1:
+        raise ValueError(f"healthy slices per third must be at least 1, got {per_third}")
     touched = np.flatnonzero(mask.any(axis=(1, 2)))
-    thirds = np.array_split(np.arange(n_slices), 3)
-    healthy = [int(rng.choice(third)) for third in thirds if third.size]
-    return np.unique(np.concatenate([touched, healthy])).astype(int)
+    thirds = [third for third in np.array_split(np.arange(n_slices), 3) if third.size]
+    if per_third == 1:  # the draw every earlier training run made
+        healthy = [np.array([rng.choice(third)]) for third in thirds]
+    else:
+        healthy = [rng.choice(third, size=min(per_third, third.size), replace=False) for third in thirds]
+    return np.unique(np.concatenate([touched, *healthy])).astype(int)
 
 
 def _to_int16(image: np.ndarray) -> np.ndarray:

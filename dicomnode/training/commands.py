@@ -41,6 +41,7 @@ def cmd_train(
     pool_size: int | None = None,
     initial_studies: int | None = None,
     refresh_every: int | None = None,
+    healthy_slices: int = 1,
 ) -> int:
     """Train `model`, then export model.onnx, model.pt, manifest.yaml and card.md to `output_dir`."""
     if model not in MODELS:
@@ -61,12 +62,15 @@ def cmd_train(
         # The zoo finds a model by its folder name; refuse before hours of training, not after.
         print(f"error: --out {output_dir}: the folder must be named {model} (e.g. {output_dir / model})")
         return 2
+    if healthy_slices < 1:
+        print(f"error: --healthy-slices {healthy_slices}: at least 1 slice from each third of the coverage")
+        return 2
     if init is not None and not init.is_file():
         print(f"error: --init {init}: no such weights file")
         return 2
     config = TrainConfig(
         init_weights=init, mirrored=mirrored, kind_weights=weights, vary_texture=vary_texture,
-        device=device, render_workers=render_workers,
+        device=device, render_workers=render_workers, healthy_slices=healthy_slices,
     )
     given = {"pool_size": pool_size, "initial_studies": initial_studies, "refresh_every": refresh_every,
              "lr": lr, "subtle_hu": subtle_hu, "huber_hu": huber_hu}
@@ -87,6 +91,7 @@ def cmd_train(
         + (f" --kind-weights {format_kind_weights(weights)}" if weights else "")
         + (" --mirrored" if mirrored else "")
         + (" --vary-texture" if vary_texture else "")
+        + (f" --healthy-slices {healthy_slices}" if healthy_slices != 1 else "")
         + _pool_options(config, render_workers)
         + (f" --device {device}" if device != "cpu" else "")
         + (f" --init {init}" if init else "") + f" --out {output_dir}"

@@ -66,14 +66,17 @@ def random_texture(rng: np.random.Generator) -> ScannerTexture:
 
 
 def render(
-    seed: int, lesion: str | None, matrix: int = MODEL_MATRIX, *, vary_texture: bool = False
+    seed: int, lesion: str | None, matrix: int = MODEL_MATRIX, *, vary_texture: bool = False,
+    healthy_slices: int = 1,
 ) -> StudySlices:
-    """One study's training slices; `lesion=None` gives identity examples only."""
+    """One study's training slices: the lesion's, and `healthy_slices` from each third of the
+    coverage; `lesion=None` gives identity examples only."""
     rng = np.random.default_rng(seed)
     thickness = float(rng.choice(THICKNESSES))
     texture = random_texture(rng) if vary_texture else None
     study, twin = make_pair(
-        seed, lesion, slice_thickness_mm=thickness, matrix=matrix, slices="lesion", texture=texture
+        seed, lesion, slice_thickness_mm=thickness, matrix=matrix, slices="lesion", texture=texture,
+        healthy_slices=healthy_slices,
     )
     assert twin is not None
     return StudySlices(
@@ -95,9 +98,11 @@ class SlicePool:
         kind_weights: Mapping[str, float] | None = None,
         vary_texture: bool = False,
         workers: int = 0,
+        healthy_slices: int = 1,
     ) -> None:
         self.capacity = capacity
         self.vary_texture = vary_texture
+        self.healthy_slices = healthy_slices
         self.lesion_probabilities = kind_probabilities(kind_weights) if kind_weights else None
         self.healthy_fraction = healthy_fraction
         self.studies: deque[StudySlices] = deque(maxlen=capacity)
@@ -132,13 +137,14 @@ class SlicePool:
     def _submit_next(self) -> None:
         assert self._executor is not None
         seed, lesion = self._draw_study(self._plan_rng)
-        self._ahead.append(self._executor.submit(render, seed, lesion, vary_texture=self.vary_texture))
+        self._ahead.append(self._executor.submit(render, seed, lesion, vary_texture=self.vary_texture,
+                                                 healthy_slices=self.healthy_slices))
 
     def add(self) -> None:
         """Add the next study of the plan (waiting for its render when it runs ahead in a worker)."""
         if self._executor is None:
             seed, lesion = self._draw_study(self._rng)
-            study = render(seed, lesion, vary_texture=self.vary_texture)
+            study = render(seed, lesion, vary_texture=self.vary_texture, healthy_slices=self.healthy_slices)
         else:
             study = self._ahead.popleft().result()
             self._submit_next()

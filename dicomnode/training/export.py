@@ -148,6 +148,9 @@ def _loss_text(config: TrainConfig) -> str:
     if config.vary_texture:
         ranges = ", ".join(f"{key} {low:g}-{high:g}" for key, (low, high) in TEXTURE_RANGES.items())
         text += f"; each study's scanner texture drawn uniformly ({ranges}; px = Gaussian sigma at 512)"
+    if config.healthy_slices != 1:
+        text += (f"; besides the lesion's slices, {config.healthy_slices} healthy slices from each third of "
+                 "the coverage (skull base, mid-brain, vertex)")
     return text
 
 

@@ -55,6 +55,9 @@ class TrainConfig:
     mirrored: bool = False  # the network also sees the slice flipped left to right
     # Each study gets its own noise level, grain and kernel blur (data.TEXTURE_RANGES).
     vary_texture: bool = False
+    # Healthy slices drawn from each third of a study's coverage besides the lesion's: more
+    # show the network more skull base, where healthy heads gather most false evidence.
+    healthy_slices: int = 1
     device: str = "cpu"  # a torch device: "cpu", "cuda", "cuda:1"
     render_workers: int = 0  # processes rendering phantoms ahead (0: in this process, between steps)
 
@@ -150,6 +153,8 @@ def train(
         "render_workers": cfg.render_workers > 0,  # another data stream than in-process rendering
         "pool": [cfg.pool_size, cfg.initial_studies, cfg.refresh_every],
     }
+    if cfg.healthy_slices != 1:  # keyed only when set, so earlier runs' checkpoints still resume
+        run_key["healthy_slices"] = cfg.healthy_slices
     state = torch.load(ckpt, map_location="cpu", weights_only=False) if resume and ckpt.is_file() else None
     if state is not None and state.get("run") != run_key:
         # A checkpoint of another run (other seed, batch, width, start or loss) would mix two runs.
@@ -166,7 +171,7 @@ def train(
     own_pool = pool is None
     pool = pool or SlicePool(
         seed, cfg.pool_size, kind_weights=cfg.kind_weights, vary_texture=cfg.vary_texture,
-        workers=cfg.render_workers,
+        workers=cfg.render_workers, healthy_slices=cfg.healthy_slices,
     )
     # A pool made here is closed here (its render workers stopped); a caller's stays open.
     pool_scope = contextlib.closing(pool) if own_pool else contextlib.nullcontext()

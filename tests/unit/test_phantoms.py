@@ -237,3 +237,24 @@ def test_cmd_phantom(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     assert len(files) == 32
     assert "epidural" in capsys.readouterr().out
     assert cmd_phantom(tmp_path / "bad", "nonsense", 4, 5.0, 256) == 2
+
+
+def test_training_slices_are_the_lesions_and_some_from_each_third() -> None:
+    from dicomnode.phantoms.volume import _pick_slices
+
+    mask = np.zeros((31, 4, 4), dtype=bool)
+    mask[12:15, 1, 1] = True
+    thirds = np.array_split(np.arange(31), 3)
+    # one per third draws as every earlier training run did, so their commands still reproduce
+    rng = np.random.default_rng(3)
+    earlier = np.unique(np.concatenate([np.arange(12, 15), [int(rng.choice(t)) for t in thirds]]))
+    assert np.array_equal(_pick_slices("lesion", mask, 31, np.random.default_rng(3)), earlier)
+    picked = _pick_slices("lesion", mask, 31, np.random.default_rng(3), per_third=4)
+    assert set(range(12, 15)) <= set(picked.tolist())
+    for third in thirds:
+        healthy = set(third.tolist()) & set(picked.tolist()) - set(range(12, 15))
+        assert len(healthy) >= 4 - len(set(third.tolist()) & set(range(12, 15)))
+    assert np.array_equal(_pick_slices("lesion", mask[:5], 5, np.random.default_rng(3), per_third=4),
+                          np.arange(5))  # a third smaller than asked: all of it
+    with pytest.raises(ValueError, match="at least 1"):
+        _pick_slices("lesion", mask, 31, np.random.default_rng(3), per_third=0)

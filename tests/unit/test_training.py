@@ -289,6 +289,33 @@ def test_varied_texture_keeps_the_study_and_draws_inside_its_ranges() -> None:
     assert np.array_equal(varied.inputs[far], varied.targets[far])  # the twin shares the noise
 
 
+def test_more_healthy_slices_keep_the_lesion_and_add_anatomy() -> None:
+    from dicomnode.training.data import render
+    from dicomnode.training.export import _loss_text
+
+    plain, wide = render(11, "ich"), render(11, "ich", healthy_slices=4)
+    assert wide.inputs.shape[0] > plain.inputs.shape[0]
+    assert wide.masks.sum() == plain.masks.sum()  # every lesion slice in both
+    assert "4 healthy slices from each third" in _loss_text(TrainConfig(healthy_slices=4))
+
+
+def test_healthy_slices_must_be_at_least_one(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from dicomnode.training.commands import cmd_train
+
+    work = tmp_path / "work"
+    assert cmd_train("anomaly_triage", tmp_path / "anomaly_triage", steps=1, seed=0, work_dir=work,
+                     healthy_slices=0) == 2
+    assert "--healthy-slices 0" in capsys.readouterr().out and not work.exists()
+
+
+def test_a_checkpoint_of_a_run_with_other_healthy_slices_is_not_resumed(tmp_path: Path) -> None:
+    train(tmp_path, steps=2, batch_size=2, seed=1, config=_tiny_config(), pool=tiny_pool(), progress=False)
+    config = _tiny_config()
+    config.healthy_slices = 3
+    other = train(tmp_path, steps=2, batch_size=2, seed=1, config=config, pool=tiny_pool(), progress=False)
+    assert len(other.losses) == 2  # started afresh
+
+
 def test_a_checkpoint_of_a_run_without_varied_texture_is_not_resumed(tmp_path: Path) -> None:
     train(tmp_path, steps=2, batch_size=2, seed=1, config=_tiny_config(), pool=tiny_pool(), progress=False)
     config = _tiny_config()
