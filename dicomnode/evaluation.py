@@ -8,14 +8,14 @@ masks (inside the brain), and the Dice of the map thresholded at the one thresho
 maximises the mean Dice over lesion studies. Every study is written as its scanner's DICOM
 series and read back, so the HU conversion the node does is part of what is measured.
 
-Each subset also gets a bound: its AUC when every lesion study is scored against the
-study's exact lesion-free twin (same head, pose and noise) instead of the model's output,
-the healthy heads keeping the model's scores. That is what a flawless pseudo-healthy
-generator would reach with this score and these healthy heads; the gap between it and
-the AUC is the generator's, what lies between it and 1 belongs to the score (brain mask,
-floors, bone rule) and to the false evidence on healthy heads. A second bound leaves the
-healthy heads perfect too (a flawless generator returns a healthy head unchanged, so it
-scores 0): lesions that still score 0 there are ones this score cannot see at all.
+Each subset is also scored as a flawless generator would score it: every lesion study
+against the study's exact lesion-free twin (same head, pose and noise) instead of the
+model's output, the healthy heads keeping the model's scores. Where the model falls short
+of that, it restores the lesions worse than it could; it can also land above it, since its
+own errors elsewhere in a lesion study's head add to that study's score. A second figure
+leaves the healthy heads perfect too (a flawless generator returns a healthy head unchanged,
+which scores 0): the most this score can reach, whatever the generator; lesions that still
+score 0 there are ones it cannot see at all (brain mask, floors, bone rule).
 
 Shifted conditions show how far results move away from the reference mix: the thinnest and
 thickest slices of the training mix (1 and 5 mm), and what training never saw (2 mm slices,
@@ -79,7 +79,7 @@ class StudyResult:
     score: float
     raw_ml: float
     # raw_ml against the exact lesion-free twin (a flawless generator); 0 for healthy heads
-    bound_raw_ml: float = 0.0
+    flawless_raw_ml: float = 0.0
 
 
 @dataclass
@@ -95,7 +95,7 @@ class ConditionResult:
         chosen = [s for s in self.studies if s.lesion is None or keep(s)]
         return (np.array([s.lesion is not None for s in chosen]), np.array([s.score for s in chosen]))
 
-    def bound_scores(self, keep: Callable[[StudyResult], bool] = lambda s: True,
+    def flawless_scores(self, keep: Callable[[StudyResult], bool] = lambda s: True,
                      healthy_perfect: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Labels and raw scores with every lesion study scored against its lesion-free twin.
 
@@ -103,7 +103,7 @@ class ConditionResult:
         as the calibrated ones do (the calibration is monotone).
         """
         chosen = [s for s in self.studies if s.lesion is None or keep(s)]
-        scores = [s.bound_raw_ml if s.lesion is not None else (0.0 if healthy_perfect else s.raw_ml)
+        scores = [s.flawless_raw_ml if s.lesion is not None else (0.0 if healthy_perfect else s.raw_ml)
                   for s in chosen]
         return np.array([s.lesion is not None for s in chosen]), np.array(scores)
 
@@ -197,9 +197,9 @@ def summary_rows(result: ConditionResult) -> list[tuple[str, str]]:
         n = int(y.sum())
         sens90 = metrics.sensitivity_at_specificity(y, s, 0.9)
         sens95 = metrics.sensitivity_at_specificity(y, s, 0.95)
-        bound = metrics.roc_auc(*result.bound_scores(keep))
+        flawless = metrics.roc_auc(*result.flawless_scores(keep))
         return (f"AUC {metrics.roc_auc(y, s):.3f} · sens@90%spec {sens90:.2f}"
-                f" · sens@95%spec {sens95:.2f} · flawless generator {bound:.3f} (n={n})")
+                f" · sens@95%spec {sens95:.2f} · flawless generator {flawless:.3f} (n={n})")
 
     rows = [("all lesions", study_metrics(lambda s: True))]
     rows += [(f"kind {k}", study_metrics(lambda s, k=k: s.lesion == k)) for k in LESION_KINDS]  # type: ignore[misc]
@@ -238,7 +238,7 @@ def render(results: list[ConditionResult], settings: TriageSettings, engine: Eng
         drop = "" if result is reference else f" ({_paired_change(reference, result)})"
         lines.append(f"### {result.condition.name}: {len(result.studies)} studies, study AUC {auc:.3f}{drop}")
         lines.append("")
-        lines.append(_bound_sentence(result))
+        lines.append(_flawless_sentence(result))
         lines.append("")
         rows = summary_rows(result)
         if result is not reference:  # a few lesions of each kind: only the totals and sizes
@@ -247,15 +247,15 @@ def render(results: list[ConditionResult], settings: TriageSettings, engine: Eng
     return "\n".join(lines)
 
 
-def _bound_sentence(result: ConditionResult) -> str:
+def _flawless_sentence(result: ConditionResult) -> str:
     """What a flawless generator would reach: with these healthy heads, and with perfect ones."""
-    with_model_healthy = metrics.roc_auc(*result.bound_scores())
-    labels, perfect = result.bound_scores(healthy_perfect=True)
+    with_model_healthy = metrics.roc_auc(*result.flawless_scores())
+    labels, perfect = result.flawless_scores(healthy_perfect=True)
     unseen = int(np.sum(labels & (perfect <= 0.0)))
     return (f"Flawless generator (each lesion study scored against its exact lesion-free twin): study "
-            f"AUC {with_model_healthy:.3f} against this model's healthy heads, "
-            f"{metrics.roc_auc(labels, perfect):.3f} with healthy heads at 0; "
-            f"{unseen} of {int(labels.sum())} lesions leave no evidence even then.")
+            f"AUC {with_model_healthy:.3f} against this model's healthy heads; "
+            f"{metrics.roc_auc(labels, perfect):.3f} with the healthy heads flawless too (score 0), the most "
+            f"this score can reach; {unseen} of {int(labels.sum())} lesions leave no evidence even then.")
 
 
 def _paired_change(reference: ConditionResult, shifted: ConditionResult) -> str:

@@ -52,7 +52,7 @@ def test_studies_reach_the_pipeline_through_their_scanners_dicom(vendor: str) ->
     assert volume.pixel_spacing == pytest.approx(study.spacing[1:])
 
 
-def test_a_flawless_generator_bounds_the_evaluation() -> None:
+def test_the_evaluation_scores_lesions_as_a_flawless_generator_would() -> None:
     pytest.importorskip("nilearn")
     from dicomnode.engines import EngineRegistry
     from dicomnode.evaluation import Condition, evaluate, render
@@ -70,7 +70,7 @@ def test_a_flawless_generator_bounds_the_evaluation() -> None:
     healthy, lesion = result.studies
     assert healthy.lesion is None and lesion.lesion is not None
     # scored against its own lesion-free twin, the lesion is all that differs
-    assert healthy.bound_raw_ml == 0.0 and lesion.bound_raw_ml > 0.0
+    assert healthy.flawless_raw_ml == 0.0 and lesion.flawless_raw_ml > 0.0
     from dicomnode.generators.anomaly_triage import model_window, score_volume
     from dicomnode.phantoms import make_pair
 
@@ -80,10 +80,12 @@ def test_a_flawless_generator_bounds_the_evaluation() -> None:
     window = model_window(engine)
     flawless = np.clip(twin, *window).astype(np.float32)
     expected = score_volume(_through_dicom(study), flawless, window, settings)
-    assert lesion.bound_raw_ml == pytest.approx(expected.raw_ml) and lesion.bound_raw_ml != lesion.raw_ml
-    labels, scores = result.bound_scores()
-    assert list(labels) == [False, True] and list(scores) == [healthy.raw_ml, lesion.bound_raw_ml]
-    assert list(result.bound_scores(healthy_perfect=True)[1]) == [0.0, lesion.bound_raw_ml]
+    assert lesion.flawless_raw_ml == pytest.approx(expected.raw_ml)
+    assert lesion.flawless_raw_ml != lesion.raw_ml
+    labels, scores = result.flawless_scores()
+    assert list(labels) == [False, True] and list(scores) == [healthy.raw_ml, lesion.flawless_raw_ml]
+    assert list(result.flawless_scores(healthy_perfect=True)[1]) == [0.0, lesion.flawless_raw_ml]
     text = render([result], settings, engine, 256)
-    assert "Flawless generator" in text and "0 of 1 lesions leave no evidence" in text
+    assert "Flawless generator" in text and "the most this score can reach" in text
+    assert "0 of 1 lesions leave no evidence" in text
     assert "flawless generator 1.000" in text
