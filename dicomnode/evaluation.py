@@ -96,7 +96,7 @@ class ConditionResult:
         return (np.array([s.lesion is not None for s in chosen]), np.array([s.score for s in chosen]))
 
     def flawless_scores(self, keep: Callable[[StudyResult], bool] = lambda s: True,
-                     healthy_perfect: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                        healthy_perfect: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Labels and raw scores with every lesion study scored against its lesion-free twin.
 
         Healthy heads keep the model's raw score, or 0 with `healthy_perfect`. Raw scores rank
