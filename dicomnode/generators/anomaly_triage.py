@@ -5,6 +5,12 @@ real slice differs from it inside the brain, something is there that healthy ana
 does not explain. Blood is brighter than the brain it replaces and infarct or oedema a
 little darker, so the two directions are scored separately:
 
+0. with `mirror_average` (on by default), the pseudo-healthy slice is the mean of the model's
+   output on the slice and on its left-right mirror image, flipped back: a healthy head is
+   nearly symmetric, the model's errors on it are not. On 192 validation phantoms this
+   lowered healthy heads' false evidence and raised the study AUC from 0.899 to 0.909
+   (paired 95 % bootstrap interval +0.001 to +0.023; unseen scanner 0.915 to 0.920, -0.000
+   to +0.014), for twice the inference;
 1. signed difference d = HU − pseudo-healthy HU, both clipped to the model's HU window,
    inside the brain mask;
 2. hyperdense excess = max(d smoothed by `smoothing_mm` − `noise_floor_hu`, 0): small,
@@ -66,6 +72,7 @@ class TriageSettings:
     output_slices: str = "anomalous"  # all | anomalous
     slice_threshold_cm2: float = 0.1  # with output_slices: anomalous
     top_slices: int = 3
+    mirror_average: bool = True  # step 0 of the module's docstring
 
     @classmethod
     def from_params(cls, *layers: Mapping[str, Any]) -> TriageSettings:
@@ -151,7 +158,7 @@ def analyse(datasets: Sequence[Dataset], engine: Engine, settings: TriageSetting
 
 def analyse_volume(volume: CtVolume, engine: Engine, settings: TriageSettings) -> TriageAnalysis:
     window = model_window(engine)
-    return score_volume(volume, restore(volume, engine), window, settings)
+    return score_volume(volume, restore(volume, engine, settings.mirror_average), window, settings)
 
 
 def model_window(engine: Engine) -> tuple[float, float]:
@@ -160,17 +167,25 @@ def model_window(engine: Engine) -> tuple[float, float]:
     return float(low), float(high)
 
 
-def restore(volume: CtVolume, engine: Engine) -> np.ndarray:
-    """The pseudo-healthy volume in HU (clipped to the model's window), on the volume's grid."""
+def restore(volume: CtVolume, engine: Engine, mirror_average: bool = False) -> np.ndarray:
+    """The pseudo-healthy volume in HU (clipped to the model's window), on the volume's grid.
+
+    With `mirror_average`, the mean of the model's output on the slices and on their
+    left-right mirror images (flipped back), run as one batch.
+    """
     manifest = engine.manifest
     spec = manifest.inputs[0]
     grid = _model_grid(spec.shape, manifest, volume.hu.shape[1:])
     window = model_window(engine)
     model_input = manifest.preprocessing.apply(resample_slices(np.clip(volume.hu, *window), grid))
-    outputs = engine.run(model_input[:, None, :, :].astype(spec.numpy_dtype))
-    restored = np.asarray(next(iter(outputs.values())), dtype=np.float32).reshape(model_input.shape)
-    pseudo = resample_slices(np.clip(manifest.preprocessing.invert(restored), *window),
-                             (volume.hu.shape[1], volume.hu.shape[2]))
+    batch = np.concatenate([model_input, model_input[:, :, ::-1]]) if mirror_average else model_input
+    outputs = engine.run(batch[:, None, :, :].astype(spec.numpy_dtype))
+    restored = np.asarray(next(iter(outputs.values())), dtype=np.float32).reshape(batch.shape)
+    restored = np.clip(manifest.preprocessing.invert(restored), *window)
+    if mirror_average:  # averaged on the model's grid: resampling is linear and mirror-symmetric
+        count = model_input.shape[0]
+        restored = (restored[:count] + restored[count:, :, ::-1]) / 2.0
+    pseudo = resample_slices(restored, (volume.hu.shape[1], volume.hu.shape[2]))
     return np.asarray(pseudo, dtype=np.float32)
 
 

@@ -2,11 +2,13 @@
 
 `identity` restores nothing, so every anomaly map is empty; `clip45` caps every value at
 45 HU (healthy parenchyma), so exactly the hyperdense blood shows as anomalous; `floor35`
-raises every value to at least 35 HU, so exactly a hypodense infarct shows.
+raises every value to at least 35 HU, so exactly a hypodense infarct shows; `leftcap45`
+does what `clip45` does on the left half of the image only: a model that errs on one side.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +25,8 @@ from dicomnode.config import EnginesConfig
 from dicomnode.engines import EngineRegistry
 from dicomnode.engines.manifest import file_sha256
 from dicomnode.errors import ConfigError
-from dicomnode.generators.anomaly_triage import AnomalyTriage, TriageSettings
+from dicomnode.generators.anomaly_triage import AnomalyTriage, TriageSettings, restore
+from dicomnode.generators.ct import load_ct_volume
 from tests.support.dciodvfy import validate
 from tests.support.dicomdata import ct_series
 
@@ -62,6 +65,10 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> EngineRegistry:
     cap = (45.0 - WINDOW[0]) / (WINDOW[1] - WINDOW[0])
     _write_model(zoo, "clip45", [helper.make_node("Min", ["image", "cap"], ["restored"])],
                  [helper.make_tensor("cap", TensorProto.FLOAT, [], [cap])])
+    left_cap = np.ones((1, 1, 64, 64), dtype=np.float32)
+    left_cap[..., :32] = cap
+    _write_model(zoo, "leftcap45", [helper.make_node("Min", ["image", "cap"], ["restored"])],
+                 [helper.make_tensor("cap", TensorProto.FLOAT, left_cap.shape, left_cap.ravel())])
     floor = (35.0 - WINDOW[0]) / (WINDOW[1] - WINDOW[0])
     _write_model(zoo, "floor35", [helper.make_node("Max", ["image", "floor"], ["restored"])],
                  [helper.make_tensor("floor", TensorProto.FLOAT, [], [floor])])
@@ -166,3 +173,30 @@ def test_settings_are_validated_naming_the_key() -> None:
     settings = TriageSettings.from_params({"critical": 80}, {"critical": 60, "urgent": 30})
     assert (settings.critical, settings.urgent) == (60.0, 30.0)
     assert [settings.category(s) for s in (10, 30, 60)] == ["routine", "urgent", "critical"]
+
+
+def test_the_pseudo_healthy_volume_averages_the_series_and_its_mirror_image(registry: EngineRegistry,
+                                                                          tmp_path: Path) -> None:
+    series = head_series(tmp_path / "in", {2, 3})  # the bleed lies mostly right of the midline
+    engine = registry.get("leftcap45")
+    volume = load_ct_volume(series)
+    once, averaged = restore(volume, engine), restore(volume, engine, mirror_average=True)
+    right_bleed = (volume.hu == 70.0) & (np.arange(64) >= 32)
+    assert right_bleed.sum() > 50
+    # Alone, the model leaves the right half as it is; its mirror image brings the bleed to the
+    # capped side, so the average restores it half way.
+    assert np.allclose(once[right_bleed], 70.0, atol=0.01)
+    assert np.allclose(averaged[right_bleed], (70.0 + 45.0) / 2, atol=0.01)
+    # Averaged, mirroring the series mirrors the pseudo-healthy volume (columns, not rows).
+    mirrored = replace(volume, hu=np.ascontiguousarray(volume.hu[:, :, ::-1]))
+    assert np.allclose(restore(mirrored, engine, mirror_average=True), averaged[:, :, ::-1], atol=1e-3)
+    assert not np.allclose(restore(mirrored, engine), once[:, :, ::-1], atol=1)
+    # The setting reaches the score: on by default, off on request (the averaged bleed stands
+    # 12.5 HU above its pseudo-healthy value, so a 4 HU floor).
+    generator = AnomalyTriage(registry, {"calibration_ml": 0.05, "noise_floor_hu": 4.0})
+    params: dict[str, object] = {"model": "leftcap45", "slice_threshold_cm2": 0.05}
+    found = generator.run(series, params).triage
+    missed = generator.run(series, {**params, "mirror_average": False}).triage
+    assert found is not None and missed is not None
+    assert found.score > 40 and found.top_slice_index in (2, 3)
+    assert missed.score < found.score / 2
