@@ -23,7 +23,8 @@ little darker, so the two directions are scored separately:
    infarct lowers the parenchyma by only 5–15 HU, visible over an area, not per pixel;
 4. anomaly map = hyperdense + hypodense excess; slice score = its anomalous area in cm²;
 5. raw study score = anomalous volume in ml, each voxel weighted by its excess in units of
-   its floor and capped at 3 (certain findings weigh more than faint texture);
+   its floor and capped at 3 (certain findings weigh more than faint texture); a voxel's
+   volume follows its slice's share of the coverage (`CtVolume.slice_extents`);
 6. study score (0-100) = 100 × (1 − exp(−raw / `calibration_ml`)): monotone, so ranking is
    unchanged, and calibrated on held-out healthy phantoms so that the configured
    thresholds (`urgent`, `critical`) separate the categories.
@@ -211,7 +212,7 @@ def score_volume(volume: CtVolume, pseudo: np.ndarray, window: tuple[float, floa
     slice_scores = (excess > 0).sum(axis=(1, 2)) * pixel_cm2
     weight = (np.minimum(hyper / settings.noise_floor_hu, 3.0)
               + np.minimum(hypo / settings.hypodense_floor_hu, 3.0))
-    raw_ml = float(weight.sum() * volume.voxel_ml)
+    raw_ml = float((weight.sum(axis=(1, 2)) * volume.slice_voxel_ml()).sum())
     score = settings.score(raw_ml)
     evidence = np.zeros(mask.shape, dtype=np.float32)
     evidence[box] = np.maximum(fine, -coarse)

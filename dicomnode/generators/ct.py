@@ -28,16 +28,22 @@ class SeriesRejected(DicomNodeError):
 
 @dataclass(frozen=True)
 class CtVolume:
-    """Slices in head-to-foot order as stored by position, in HU, with their datasets."""
+    """Slices ordered by position along the slice normal, in HU, with their datasets."""
 
     hu: np.ndarray  # (slices, rows, columns) float32
     datasets: list[Dataset]
     pixel_spacing: tuple[float, float]  # (row, column) mm
-    slice_spacing: float  # mm between slice centres
+    slice_spacing: float  # mm between slice centres (the median, where they vary)
+    # Each slice's share of the covered length (mm): half the distance between its neighbours'
+    # centres, the one gap at either end. Empty: every slice spans slice_spacing.
+    slice_extents: tuple[float, ...] = ()
 
-    @property
-    def voxel_ml(self) -> float:
-        return self.pixel_spacing[0] * self.pixel_spacing[1] * self.slice_spacing / 1000.0
+    def slice_voxel_ml(self) -> np.ndarray:
+        """The volume of one voxel of each slice (ml): protocols with thinner slices at the
+        skull base, or a missing slice, make it vary."""
+        extents = np.asarray(self.slice_extents) if self.slice_extents else np.full(
+            self.hu.shape[0], self.slice_spacing)
+        return np.asarray(extents * self.pixel_spacing[0] * self.pixel_spacing[1] / 1000.0)
 
 
 def load_ct_volume(datasets: Sequence[Dataset], *, min_slices: int = 3) -> CtVolume:
@@ -82,7 +88,27 @@ def load_ct_volume(datasets: Sequence[Dataset], *, min_slices: int = 3) -> CtVol
         hu = np.stack([apply_modality_lut(ds.pixel_array, ds).astype(np.float32) for ds in ordered])
     except Exception as exc:  # a codec that is not installed, or damaged pixel data
         raise SeriesRejected(f"pixel data cannot be decoded: {exc}") from exc
-    return CtVolume(hu, ordered, (spacing[0], spacing[1]), float(np.median(gaps)))
+    _warn_of_missing_slices(sorted_positions)
+    extents = np.empty(len(ordered))
+    extents[0], extents[-1] = gaps[0], gaps[-1]
+    extents[1:-1] = (gaps[:-1] + gaps[1:]) / 2.0
+    return CtVolume(hu, ordered, (spacing[0], spacing[1]), float(np.median(gaps)),
+                    tuple(float(e) for e in extents))
+
+
+def _warn_of_missing_slices(positions: np.ndarray) -> None:
+    """Log gaps much wider than the gaps beside them: a slice lost on the way, most likely.
+
+    The series is still analysed (its neighbours cover the gap); a protocol that changes
+    thickness along the head widens the gaps of a whole range, which is not reported.
+    """
+    gaps = np.diff(positions)
+    for i, gap in enumerate(gaps):
+        beside = [gaps[j] for j in (i - 1, i + 1) if 0 <= j < len(gaps)]
+        if beside and gap > 1.5 * max(beside):
+            log.warning("a gap of %.2f mm between slices at %.2f and %.2f mm along the normal, "
+                        "%.2f mm beside it: a slice may be missing", gap, positions[i], positions[i + 1],
+                        max(beside))
 
 
 def _slice_normal(ds: Dataset) -> np.ndarray:

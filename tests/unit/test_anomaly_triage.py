@@ -25,7 +25,7 @@ from dicomnode.config import EnginesConfig
 from dicomnode.engines import EngineRegistry
 from dicomnode.engines.manifest import file_sha256
 from dicomnode.errors import ConfigError
-from dicomnode.generators.anomaly_triage import AnomalyTriage, TriageSettings, restore
+from dicomnode.generators.anomaly_triage import AnomalyTriage, TriageSettings, analyse, restore
 from dicomnode.generators.ct import load_ct_volume
 from tests.support.dciodvfy import validate
 from tests.support.dicomdata import ct_series
@@ -200,3 +200,15 @@ def test_the_pseudo_healthy_volume_averages_the_series_and_its_mirror_image(regi
     assert found is not None and missed is not None
     assert found.score > 40 and found.top_slice_index in (2, 3)
     assert missed.score < found.score / 2
+
+
+def test_the_raw_score_weighs_each_slice_by_its_thickness(registry: EngineRegistry, tmp_path: Path) -> None:
+    regular = head_series(tmp_path / "regular", {2, 3})
+    thinner = head_series(tmp_path / "thinner", {2, 3})
+    for ds, z in zip(thinner, [0, 5, 10, 12.5, 17.5, 22.5], strict=True):
+        ds.ImagePositionPatient = [*ds.ImagePositionPatient[:2], z]  # slices 2 and 3 span 3.75 mm
+    settings = TriageSettings(model="clip45", noise_floor_hu=10.0)
+    engine = registry.get("clip45")
+    full = analyse(regular, engine, settings).raw_ml
+    assert full > 0
+    assert analyse(thinner, engine, settings).raw_ml == pytest.approx(0.75 * full, rel=1e-5)

@@ -36,7 +36,32 @@ def test_slices_are_sorted_by_position_and_converted_to_hu(series: list[Dataset]
     expected = series[0].pixel_array.astype(np.float32) - 1024
     np.testing.assert_array_equal(volume.hu[0], expected)
     assert volume.slice_spacing == pytest.approx(5.0)
-    assert volume.voxel_ml == pytest.approx(0.5 * 0.5 * 5 / 1000)
+    np.testing.assert_allclose(volume.slice_voxel_ml(), 0.5 * 0.5 * 5 / 1000)
+
+
+def _at_heights(series: list[Dataset], heights: list[float]) -> list[Dataset]:
+    for ds, z in zip(series, heights, strict=True):
+        ds.ImagePositionPatient = [*ds.ImagePositionPatient[:2], z]
+    return series
+
+
+def test_each_slice_counts_its_share_of_the_coverage(tmp_path: Path,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    # Thinner slices at the skull base, thicker above: a protocol, not a fault.
+    mixed = [pydicom.dcmread(p) for p in ct_series(tmp_path / "mixed", 7, rows=32, columns=32)]
+    with caplog.at_level("WARNING"):
+        volume = load_ct_volume(_at_heights(mixed, [0, 2.5, 5, 7.5, 12.5, 17.5, 22.5]))
+    np.testing.assert_allclose(volume.slice_extents, [2.5, 2.5, 2.5, 3.75, 5, 5, 5])
+    np.testing.assert_allclose(volume.slice_voxel_ml(), np.asarray(volume.slice_extents) * 0.25 / 1000)
+    assert caplog.records == []
+    # A slice lost on the way: its neighbours cover the gap, and the log says where it is.
+    gap = [pydicom.dcmread(p) for p in ct_series(tmp_path / "gap", 6, rows=32, columns=32)]
+    with caplog.at_level("WARNING"):
+        volume = load_ct_volume(_at_heights(gap, [0, 5, 10, 20, 25, 30]))
+    np.testing.assert_allclose(volume.slice_extents, [5, 5, 7.5, 7.5, 5, 5])
+    assert volume.slice_spacing == pytest.approx(5.0)
+    assert ["a gap of 10.00 mm between slices at 10.00 and 20.00 mm" in r.getMessage()
+            for r in caplog.records] == [True]
 
 
 @pytest.mark.parametrize("syntax", sorted(ENCODERS))
