@@ -45,9 +45,12 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--backend", default="onnxruntime", choices=["auto", "onnxruntime", "tensorrt"])
     parser.add_argument("--matrix", type=int, default=512)
+    parser.add_argument("--single-pass", action="store_true",
+                        help="mirror_average off: the model runs once per slice instead of twice")
     args = parser.parse_args()
     cpu = platform.processor() or platform.machine()
-    print(f"machine: {os.cpu_count()} CPUs, {cpu}; backend {args.backend}")
+    passes = "one pass per slice" if args.single_pass else "slice and mirror image (mirror_average)"
+    print(f"machine: {os.cpu_count()} CPUs, {cpu}; backend {args.backend}; {passes}")
     with tempfile.TemporaryDirectory(prefix="dicomnode-latency-") as tmp:
         work = Path(tmp)
         series = []
@@ -62,7 +65,8 @@ def main() -> int:
             pacs = {"pacs": {"host": "127.0.0.1", "port": orthanc.dicom_port, "ae_title": orthanc.aet}}
             node = NodeProcess(work / "node", rules=rules, destinations=pacs,
                                series={"stable_seconds": 60, "release_grace_seconds": GRACE},
-                               engines={"models_dir": str(REPO / "engines"), "backend": args.backend})
+                               engines={"models_dir": str(REPO / "engines"), "backend": args.backend},
+                               anomaly_triage={"mirror_average": not args.single_pass})
             with node:
                 import pydicom
 
