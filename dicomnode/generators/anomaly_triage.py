@@ -266,7 +266,8 @@ class AnomalyTriage:
             version=engine.manifest.version,
             parameters={"noise_floor_hu": f"{settings.noise_floor_hu:g}",
                         "hypodense_floor_hu": f"{settings.hypodense_floor_hu:g}",
-                        "calibration_ml": f"{settings.calibration_ml:g}"},
+                        "calibration_ml": f"{settings.calibration_ml:g}",
+                        "mirror_average": "on" if settings.mirror_average else "off"},
         )
         sources = analysis.volume.datasets
         series_number = _result_series_number(sources[0])

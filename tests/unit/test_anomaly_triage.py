@@ -195,11 +195,22 @@ def test_the_pseudo_healthy_volume_averages_the_series_and_its_mirror_image(regi
     # 12.5 HU above its pseudo-healthy value, so a 4 HU floor).
     generator = AnomalyTriage(registry, {"calibration_ml": 0.05, "noise_floor_hu": 4.0})
     params: dict[str, object] = {"model": "leftcap45", "slice_threshold_cm2": 0.05}
-    found = generator.run(series, params).triage
-    missed = generator.run(series, {**params, "mirror_average": False}).triage
+    averaged_output = generator.run(series, params)
+    single_output = generator.run(series, {**params, "mirror_average": False})
+    found, missed = averaged_output.triage, single_output.triage
     assert found is not None and missed is not None
     assert found.score > 40 and found.top_slice_index in (2, 3)
     assert missed.score < found.score / 2
+    # The report names the setting among the algorithm's parameters (TID 4019).
+    assert "mirror_average=on" in _text_values(averaged_output.objects[-1])
+    assert "mirror_average=off" in _text_values(single_output.objects[-1])
+
+
+def _text_values(ds: Dataset) -> list[str]:
+    found = [str(ds.TextValue)] if "TextValue" in ds else []
+    for item in ds.get("ContentSequence", []):
+        found += _text_values(item)
+    return found
 
 
 def test_the_raw_score_weighs_each_slice_by_its_thickness(registry: EngineRegistry, tmp_path: Path) -> None:
