@@ -157,10 +157,10 @@ def make_pair(
         grid = _Grid(anatomy, pose, matrix, fov, thickness, n_slices, index)
         mask = mask[index]
     noise = _noise(rng["noise"], (n_slices, matrix, matrix), profile, thickness)[grid.index]
-    image = _finish(grid.sample_slabs(hu), profile, grid) + noise
-    twin = None
-    if healthy_twin:
-        twin = _to_int16(_finish(grid.sample_slabs(healthy), profile, grid) + noise)
+    # The twin is sampled at the same coordinates: computed once for both.
+    slabs = grid.sample_slabs(hu, healthy) if healthy_twin else grid.sample_slabs(hu)
+    image = _finish(slabs[0], profile, grid) + noise
+    twin = _to_int16(_finish(slabs[1], profile, grid) + noise) if healthy_twin else None
     brain = grid.upsample(grid.sample_centre(anatomy.sd, cval=100.0)) < 0.0
     spacing = (thickness, fov / matrix, fov / matrix)
     study = PhantomStudy(
@@ -290,15 +290,16 @@ class _Grid:
         offsets = (np.arange(self.n_sub) + 0.5) / self.n_sub - 0.5
         return (self.z[:, None] + offsets[None, :] * self.thickness).reshape(-1)
 
-    def sample_slabs(self, volume: np.ndarray) -> np.ndarray:
-        """Mean over each slice's thickness: (slices, n, n)."""
-        out = np.empty((len(self.z), self.n, self.n), dtype=np.float32)
+    def sample_slabs(self, *volumes: np.ndarray) -> list[np.ndarray]:
+        """Mean over each slice's thickness, (slices, n, n) for each volume."""
+        outs = [np.empty((len(self.z), self.n, self.n), dtype=np.float32) for _ in volumes]
         sub = self._sub_z().reshape(len(self.z), self.n_sub)
         for k in range(len(self.z)):
-            c = self._coords(sub[k])
-            vals = ndimage.map_coordinates(volume, c.reshape(3, -1), order=1, cval=-1000.0, prefilter=False)
-            out[k] = vals.reshape(self.n_sub, self.n, self.n).mean(axis=0)
-        return out
+            c = self._coords(sub[k]).reshape(3, -1)
+            for volume, out in zip(volumes, outs, strict=True):
+                vals = ndimage.map_coordinates(volume, c, order=1, cval=-1000.0, prefilter=False)
+                out[k] = vals.reshape(self.n_sub, self.n, self.n).mean(axis=0)
+        return outs
 
     def sample_centre(self, volume: np.ndarray, cval: float) -> np.ndarray:
         c = self._coords(self.z)
