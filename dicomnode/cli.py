@@ -146,6 +146,8 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--write-card", action="store_true", help="write the tables into the model card")
     evaluate.add_argument("--validation", action="store_true",
                           help="validation phantoms (to choose settings or models), not held-out ones")
+    evaluate.add_argument("--render-workers", type=int, default=1, metavar="N",
+                          help="processes rendering phantoms ahead of the model (0: in this process)")
     evaluate.add_argument("--config", type=Path, help="YAML configuration (default: embedded)")
     evaluate.set_defaults(func=_evaluate)
     return parser
@@ -241,7 +243,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     from dicomnode.evaluation import cmd_evaluate
 
     return cmd_evaluate(load_config(args.config), args.model, args.studies, args.shifted, args.matrix,
-                        args.calibrate, args.write_card, validation=args.validation)
+                        args.calibrate, args.write_card, validation=args.validation,
+                        render_workers=args.render_workers)
 
 
 def _calibrate(args: argparse.Namespace) -> int:

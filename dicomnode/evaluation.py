@@ -28,12 +28,16 @@ All of this is phantom evidence, not clinical evidence.
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import re
 import tempfile
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
+from itertools import islice
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pydicom
@@ -126,16 +130,19 @@ def study_plan(count: int, seed0: int, kinds: tuple[str, ...], sizes: tuple[str,
 
 
 def evaluate(engine: Engine, settings: TriageSettings, condition: Condition, count: int, seed0: int,
-             matrix: int, progress: bool = True) -> ConditionResult:
-    from dicomnode.phantoms import LESION_KINDS, SIZE_CLASSES, make_pair
+             matrix: int, progress: bool = True, render_workers: int = 0) -> ConditionResult:
+    from dicomnode.phantoms import LESION_KINDS, SIZE_CLASSES
 
     result = ConditionResult(condition)
     plan = list(study_plan(count, seed0, LESION_KINDS, SIZE_CLASSES))
     rng = np.random.default_rng(seed0)
     window = model_window(engine)
-    for seed, lesion, size in tqdm(plan, desc=condition.name, disable=not progress, leave=False):
-        study, twin = make_pair(seed, lesion, slice_thickness_mm=condition.slice_thickness_mm, matrix=matrix,
-                                lesion_size=size, vendor=condition.vendor, healthy_twin=lesion is not None)
+    jobs = [{"seed": seed, "lesion": lesion, "slice_thickness_mm": condition.slice_thickness_mm,
+             "matrix": matrix, "lesion_size": size, "vendor": condition.vendor,
+             "healthy_twin": lesion is not None} for seed, lesion, size in plan]
+    rendered = tqdm(zip(plan, _phantoms(jobs, render_workers), strict=True), total=len(plan),
+                    desc=condition.name, disable=not progress, leave=False)
+    for (_, lesion, size), (study, twin) in rendered:
         if condition.extra_noise_hu:
             noise = rng.normal(0.0, condition.extra_noise_hu, study.hu.shape)
             study = replace(study, hu=_add_noise(study.hu, noise))
@@ -177,15 +184,39 @@ def _through_dicom(study: PhantomStudy) -> CtVolume:
     return volume
 
 
-def calibrate(engine: Engine, settings: TriageSettings, count: int, matrix: int) -> float:
+def calibrate(engine: Engine, settings: TriageSettings, count: int, matrix: int,
+              render_workers: int = 0) -> float:
     """calibration_ml that puts the 95th percentile of healthy studies at the urgent threshold."""
-    from dicomnode.phantoms import make_study
-
+    jobs = [{"seed": CALIBRATION_SEED + i, "lesion": None, "matrix": matrix, "healthy_twin": False}
+            for i in range(count)]
     raws = []
-    for i in tqdm(range(count), desc="calibration", leave=False):
-        study = make_study(CALIBRATION_SEED + i, None, matrix=matrix)
+    for study, _ in tqdm(_phantoms(jobs, render_workers), total=count, desc="calibration", leave=False):
         raws.append(analyse_volume(_through_dicom(study), engine, settings).raw_ml)
     return fit_calibration_ml(raws, settings)
+
+
+def _phantoms(jobs: list[dict[str, Any]], workers: int) -> Iterator[tuple[PhantomStudy, np.ndarray | None]]:
+    """`make_pair(**job)` for each job, in order; with workers, rendered ahead in other processes
+    while this one runs the model (a phantom depends on its seed only: the same studies)."""
+    from dicomnode.phantoms import make_pair
+    from dicomnode.phantoms.template import load_anatomy
+
+    if workers <= 0:
+        for job in jobs:
+            yield make_pair(**job)
+        return
+    load_anatomy()  # build the cache once, before the workers read it
+    # A clean server process, not a fork of this one, whose inference threads make forking unsafe.
+    context = multiprocessing.get_context("forkserver")
+    with ProcessPoolExecutor(workers, mp_context=context) as executor:
+        pending = iter(jobs)
+        ahead = deque(executor.submit(make_pair, **job) for job in islice(pending, 2 * workers))
+        while ahead:
+            pair = ahead.popleft().result()
+            following = next(pending, None)
+            if following is not None:
+                ahead.append(executor.submit(make_pair, **following))
+            yield pair
 
 
 def summary_rows(result: ConditionResult) -> list[tuple[str, str]]:
@@ -282,7 +313,8 @@ def write_into_card(card: Path, text: str) -> None:
 
 
 def cmd_evaluate(config: Config, model: str, studies: int, shifted: int, matrix: int,
-                 calibration: int, write_card: bool, validation: bool = False) -> int:
+                 calibration: int, write_card: bool, validation: bool = False,
+                 render_workers: int = 1) -> int:
     from dicomnode.phantoms import UNSEEN_VENDORS
 
     if validation and write_card:
@@ -298,15 +330,17 @@ def cmd_evaluate(config: Config, model: str, studies: int, shifted: int, matrix:
     engine = registry.get(settings.model)
     try:
         if calibration:
-            value = calibrate(engine, settings, calibration, matrix)
+            value = calibrate(engine, settings, calibration, matrix, render_workers)
             print(f"calibration_ml for the urgent threshold at the 95th percentile of healthy: {value:.3f}")
             settings = TriageSettings.from_params(config.anomaly_triage, {"model": model,
                                                                           "calibration_ml": value})
         reference, *others = conditions(sorted(UNSEEN_VENDORS))
-        results = [evaluate(engine, settings, reference, studies, first_seed, matrix)]
+        results = [evaluate(engine, settings, reference, studies, first_seed, matrix,
+                            render_workers=render_workers)]
         # Paired: each shifted condition re-scans the reference's first heads and lesions.
         for condition in others if shifted else []:
-            results.append(evaluate(engine, settings, condition, shifted, first_seed, matrix))
+            results.append(evaluate(engine, settings, condition, shifted, first_seed, matrix,
+                                    render_workers=render_workers))
     finally:
         registry.close()
     text = render(results, settings, engine, matrix)

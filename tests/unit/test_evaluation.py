@@ -89,3 +89,28 @@ def test_the_evaluation_scores_lesions_as_a_flawless_generator_would() -> None:
     assert "Flawless generator" in text and "the most this score can reach" in text
     assert "0 of 1 lesions leave no evidence" in text
     assert "flawless generator 1.000" in text
+
+
+def test_rendering_ahead_in_a_worker_gives_the_same_evaluation() -> None:
+    pytest.importorskip("nilearn")
+    from dicomnode.engines import EngineRegistry
+    from dicomnode.evaluation import Condition, calibrate, evaluate
+    from dicomnode.generators.anomaly_triage import TriageSettings
+
+    config = load_config(None)
+    registry = EngineRegistry(config.engines, config.node.data_dir)
+    # The noise condition draws from the evaluation's own generator between studies.
+    condition = Condition("noise", slice_thickness_mm=5.0, extra_noise_hu=8.0)
+    try:
+        engine = registry.get("anomaly_triage")
+        settings = TriageSettings.from_params(config.anomaly_triage)
+        here, ahead = (evaluate(engine, settings, condition, 3, HELD_OUT_SEED, 256, progress=False,
+                                render_workers=workers) for workers in (0, 1))
+        assert [s.raw_ml for s in here.studies] == [s.raw_ml for s in ahead.studies]
+        assert [s.flawless_raw_ml for s in here.studies] == [s.flawless_raw_ml for s in ahead.studies]
+        assert [s.lesion for s in here.studies] == [None, "ich", None]
+        for a, b in zip(here.pixel_scores, ahead.pixel_scores, strict=True):
+            np.testing.assert_array_equal(a, b)
+        assert calibrate(engine, settings, 1, 256, render_workers=1) == calibrate(engine, settings, 1, 256)
+    finally:
+        registry.close()
