@@ -88,7 +88,7 @@ def load_ct_volume(datasets: Sequence[Dataset], *, min_slices: int = 3) -> CtVol
         hu = np.stack([apply_modality_lut(ds.pixel_array, ds).astype(np.float32) for ds in ordered])
     except Exception as exc:  # a codec that is not installed, or damaged pixel data
         raise SeriesRejected(f"pixel data cannot be decoded: {exc}") from exc
-    _warn_of_missing_slices(sorted_positions)
+    _warn_of_missing_slices(sorted_positions, gaps)
     extents = np.empty(len(ordered))
     extents[0], extents[-1] = gaps[0], gaps[-1]
     extents[1:-1] = (gaps[:-1] + gaps[1:]) / 2.0
@@ -96,13 +96,12 @@ def load_ct_volume(datasets: Sequence[Dataset], *, min_slices: int = 3) -> CtVol
                     tuple(float(e) for e in extents))
 
 
-def _warn_of_missing_slices(positions: np.ndarray) -> None:
+def _warn_of_missing_slices(positions: np.ndarray, gaps: np.ndarray) -> None:
     """Log gaps much wider than the gaps beside them: a slice lost on the way, most likely.
 
     The series is still analysed (its neighbours cover the gap); a protocol that changes
     thickness along the head widens the gaps of a whole range, which is not reported.
     """
-    gaps = np.diff(positions)
     for i, gap in enumerate(gaps):
         beside = [gaps[j] for j in (i - 1, i + 1) if 0 <= j < len(gaps)]
         if beside and gap > 1.5 * max(beside):
