@@ -24,7 +24,8 @@ little darker, so the two directions are scored separately:
 4. anomaly map = hyperdense + hypodense excess; slice score = its anomalous area in cm²;
 5. raw study score = anomalous volume in ml, each voxel weighted by its excess in units of
    its floor and capped at 3 (certain findings weigh more than faint texture); a voxel's
-   volume follows its slice's share of the coverage (`CtVolume.slice_extents`);
+   volume follows its slice's share of the coverage (`CtVolume.slice_extents`), so a gap
+   where a slice may be missing is scored from its neighbours and reported as a warning;
 6. study score (0-100) = 100 × (1 − exp(−raw / `calibration_ml`)): monotone, so ranking is
    unchanged, and calibrated on held-out healthy phantoms so that the configured
    thresholds (`urgent`, `critical`) separate the categories.
@@ -301,6 +302,9 @@ class AnomalyTriage:
             top_slice_sop_uid=str(sources[most].SOPInstanceUID) if most is not None else None,
             top_slice_index=most,
             thumbnail_png=_thumbnail(heatmaps[shown]),
+            warnings=tuple(f"a slice may be missing between {start:.1f} and {end:.1f} mm along the "
+                           "series; its neighbours were scored across the gap"
+                           for start, end in analysis.volume.suspected_gaps),
             details={"raw_ml": analysis.raw_ml, "model": algorithm.name, "version": algorithm.version},
         ))
 

@@ -18,6 +18,8 @@ class TriageSummary:
     top_slice_sop_uid: str | None
     top_slice_index: int | None
     thumbnail_png: bytes | None = None
+    # What the reader should know about the input (a slice that may be missing), in words.
+    warnings: tuple[str, ...] = ()
     details: Mapping[str, Any] = field(default_factory=dict)
 
 

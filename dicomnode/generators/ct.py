@@ -37,6 +37,8 @@ class CtVolume:
     # Each slice's share of the covered length (mm): half the distance between its neighbours'
     # centres, the one gap at either end. Empty: every slice spans slice_spacing.
     slice_extents: tuple[float, ...] = ()
+    # (start, end) positions (mm along the slice normal) of gaps where a slice may be missing.
+    suspected_gaps: tuple[tuple[float, float], ...] = ()
 
     def slice_voxel_ml(self) -> np.ndarray:
         """The volume of one voxel of each slice (ml): protocols with thinner slices at the
@@ -88,26 +90,30 @@ def load_ct_volume(datasets: Sequence[Dataset], *, min_slices: int = 3) -> CtVol
         hu = np.stack([apply_modality_lut(ds.pixel_array, ds).astype(np.float32) for ds in ordered])
     except Exception as exc:  # a codec that is not installed, or damaged pixel data
         raise SeriesRejected(f"pixel data cannot be decoded: {exc}") from exc
-    _warn_of_missing_slices(sorted_positions, gaps)
+    suspected = suspected_missing_slices(sorted_positions, gaps)
     extents = np.empty(len(ordered))
     extents[0], extents[-1] = gaps[0], gaps[-1]
     extents[1:-1] = (gaps[:-1] + gaps[1:]) / 2.0
     return CtVolume(hu, ordered, (spacing[0], spacing[1]), float(np.median(gaps)),
-                    tuple(float(e) for e in extents))
+                    tuple(float(e) for e in extents), suspected)
 
 
-def _warn_of_missing_slices(positions: np.ndarray, gaps: np.ndarray) -> None:
-    """Log gaps much wider than the gaps beside them: a slice lost on the way, most likely.
+def suspected_missing_slices(positions: np.ndarray, gaps: np.ndarray) -> tuple[tuple[float, float], ...]:
+    """Gaps much wider than the gaps beside them: a slice lost on the way, most likely.
 
-    The series is still analysed (its neighbours cover the gap); a protocol that changes
-    thickness along the head widens the gaps of a whole range, which is not reported.
+    Each is logged and returned as (start, end) positions. The series is still analysed (its
+    neighbours cover the gap); a protocol that changes thickness along the head widens the
+    gaps of a whole range, which is not reported.
     """
+    found: list[tuple[float, float]] = []
     for i, gap in enumerate(gaps):
         beside = [gaps[j] for j in (i - 1, i + 1) if 0 <= j < len(gaps)]
         if beside and gap > 1.5 * max(beside):
             log.warning("a gap of %.2f mm between slices at %.2f and %.2f mm along the normal, "
                         "%.2f mm beside it: a slice may be missing", gap, positions[i], positions[i + 1],
                         max(beside))
+            found.append((float(positions[i]), float(positions[i + 1])))
+    return tuple(found)
 
 
 def _slice_normal(ds: Dataset) -> np.ndarray:

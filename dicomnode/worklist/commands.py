@@ -50,6 +50,8 @@ def _row(entry: WorklistEntry, now: float) -> tuple[str, ...]:
     description = entry.study_description
     if entry.state == "failed" and entry.error:
         description = f"{description} [{entry.error}]".strip()
+    for warning in entry.warnings:
+        description = f"{description} [! {warning}]".strip()
     return (
         category,
         "-" if entry.score is None else f"{entry.score:.1f}",

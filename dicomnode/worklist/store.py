@@ -21,6 +21,7 @@ acknowledgement is cleared so that the escalation is seen.
 from __future__ import annotations
 
 import builtins
+import json
 import logging
 import sqlite3
 import threading
@@ -56,7 +57,8 @@ CREATE TABLE IF NOT EXISTS worklist (
     state TEXT NOT NULL CHECK (state IN ('pending', 'done', 'failed')),
     error TEXT,
     acknowledged_by TEXT,
-    acknowledged_at REAL
+    acknowledged_at REAL,
+    warnings TEXT NOT NULL DEFAULT '[]'
 );
 CREATE INDEX IF NOT EXISTS worklist_by_state ON worklist (state, category);
 """
@@ -76,8 +78,11 @@ _SEVERITY = {"critical": 0, "urgent": 1, "routine": 2}
 _COLUMNS = (
     "study_uid, series_uid, accession_number, patient_name, patient_id, study_description, arrived_at,"
     " result_at, score, category, top_slice_sop_uid, top_slice_index, thumbnail IS NOT NULL AS has_thumbnail,"
-    " state, error, acknowledged_by, acknowledged_at"
+    " state, error, acknowledged_by, acknowledged_at, warnings"
 )
+
+# Columns added after the first release: (name, definition), added to older databases at start.
+_ADDED_COLUMNS = (("warnings", "TEXT NOT NULL DEFAULT '[]'"),)
 
 
 @dataclass(frozen=True)
@@ -97,6 +102,7 @@ class TriageEntry:
     top_slice_sop_uid: str | None = None
     top_slice_index: int | None = None
     thumbnail_png: bytes | None = None  # heat map on the most anomalous slice
+    warnings: tuple[str, ...] = ()  # about the input, for the reader (a slice that may be missing)
 
 
 @dataclass(frozen=True)
@@ -120,6 +126,7 @@ class WorklistEntry:
     error: str | None
     acknowledged_by: str | None
     acknowledged_at: float | None
+    warnings: tuple[str, ...] = ()
 
     @property
     def acknowledged(self) -> bool:
@@ -139,6 +146,15 @@ class WorklistStore:
         self._conn = connect(db_path)
         self._lock = threading.Lock()
         self._conn.executescript(SCHEMA)
+        self._add_missing_columns()
+
+    def _add_missing_columns(self) -> None:
+        """Bring a worklist written by an earlier version up to the current columns."""
+        present = {row["name"] for row in self._conn.execute("PRAGMA table_info(worklist)")}
+        for name, definition in _ADDED_COLUMNS:
+            if name not in present:
+                self._conn.execute(f"ALTER TABLE worklist ADD COLUMN {name} {definition}")
+                log.info("worklist: added column %s", name)
 
     def close(self) -> None:
         with self._lock:
@@ -191,8 +207,8 @@ class WorklistStore:
                 self._conn.execute(
                     "INSERT INTO worklist (study_uid, series_uid, accession_number, patient_name, patient_id,"
                     " study_description, arrived_at, result_at, score, category, top_slice_sop_uid,"
-                    " top_slice_index, thumbnail, state)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'done')"
+                    " top_slice_index, thumbnail, warnings, state)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'done')"
                     " ON CONFLICT (study_uid) DO UPDATE SET"
                     " series_uid = excluded.series_uid,"
                     " accession_number = COALESCE(NULLIF(excluded.accession_number, ''),"
@@ -205,11 +221,11 @@ class WorklistStore:
                     " result_at = excluded.result_at, score = excluded.score, category = excluded.category,"
                     " top_slice_sop_uid = excluded.top_slice_sop_uid,"
                     " top_slice_index = excluded.top_slice_index, thumbnail = excluded.thumbnail,"
-                    " state = 'done', error = NULL",
+                    " warnings = excluded.warnings, state = 'done', error = NULL",
                     (entry.study_uid, entry.series_uid, entry.accession_number, entry.patient_name,
                      entry.patient_id, entry.study_description, entry.arrived_at, entry.result_at,
                      entry.score, entry.category, entry.top_slice_sop_uid, entry.top_slice_index,
-                     entry.thumbnail_png),
+                     entry.thumbnail_png, json.dumps(list(entry.warnings))),
                 )
                 if row is not None and row["acknowledged_at"] is not None and not keep_ack:
                     self._conn.execute(
@@ -349,4 +365,5 @@ def _entry(row: sqlite3.Row) -> WorklistEntry:
         error=row["error"],
         acknowledged_by=row["acknowledged_by"],
         acknowledged_at=row["acknowledged_at"],
+        warnings=tuple(str(w) for w in json.loads(row["warnings"])),
     )

@@ -72,6 +72,7 @@ def create_app(
             "category": entry.category,
             "state": entry.state,
             "error": entry.error,
+            "warnings": list(entry.warnings),
             "top_slice_sop_uid": entry.top_slice_sop_uid,
             "top_slice_index": entry.top_slice_index,
             "acknowledged": entry.acknowledged,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,9 @@ def test_haemorrhage_scores_above_healthy_and_results_reach_orthanc(tmp_path: Pa
     # Scanners and PACS often send CT JPEG-lossless compressed: the bleed arrives that way.
     bleed = encode(bleed, tmp_path / "bleed-jpeg", "JPEG Lossless SV1")
     healthy = write_series(make_study(102, None, slice_thickness_mm=5.0, matrix=256), tmp_path / "healthy")
+    # One slice of the healthy series is lost on the way: the worklist must say so.
+    healthy = sorted(healthy, key=lambda p: float(pydicom.dcmread(p).ImagePositionPatient[2]))
+    del healthy[len(healthy) // 2]
     pacs = {"pacs": {"host": "127.0.0.1", "port": orthanc.dicom_port, "ae_title": orthanc.aet}}
     with NodeProcess(tmp_path / "node", rules=TRIAGE_RULES, destinations=pacs,
                      engines={"models_dir": str(REPO / "engines"), "backend": "onnxruntime"}) as node:
@@ -75,11 +79,15 @@ def test_haemorrhage_scores_above_healthy_and_results_reach_orthanc(tmp_path: Pa
         found = wait_for(results, 180, "two reports and their heat maps in Orthanc", interval=0.5)
         rows = node.query("SELECT state, error FROM jobs")
         assert rows == [("done", None), ("done", None)], node.log()[-3000:]
+        warnings = dict(node.query("SELECT study_uid, warnings FROM worklist"))
 
     study_of = {pydicom.dcmread(bleed[0]).StudyInstanceUID: "bleed",
                 pydicom.dcmread(healthy[0]).StudyInstanceUID: "healthy"}
     scores = {study_of[r.StudyInstanceUID]: _score(r) for r in found["SR"]}
     assert scores["bleed"] > scores["healthy"], scores
+    warned = {study_of[uid]: json.loads(text) for uid, text in warnings.items()}
+    assert warned["bleed"] == []
+    assert len(warned["healthy"]) == 1 and warned["healthy"][0].startswith("a slice may be missing between")
     for i, ds in enumerate(found["SR"] + found["OT"]):
         assert ds.SeriesDescription.startswith("AI")
         assert ds.StudyInstanceUID in study_of

@@ -33,6 +33,7 @@ CHROMIUM_ARGS = [
 TOKEN = "browser-test-token"
 CRITICAL_UID = "1.2.826.0.1.3680043.10.1.1"
 ROUTINE_UID = "1.2.826.0.1.3680043.10.1.2"
+MISSING_SLICE = "a slice may be missing between 10.0 and 20.0 mm along the series"
 
 
 @pytest.fixture(autouse=True)
@@ -65,7 +66,8 @@ def served(tmp_path: Path) -> Iterator[Served]:
     now = time.time()
     # The routine study has waited longer: the critical one must still come first.
     store.record_result(triage_entry(ROUTINE_UID, "routine", 8.2, arrived_at=now - 1500,
-                                     accession_number="ACC-ROUTINE", thumbnail=tiny_png((90, 90, 90), 32)))
+                                     accession_number="ACC-ROUTINE", thumbnail=tiny_png((90, 90, 90), 32),
+                                     warnings=(MISSING_SLICE,)))
     store.record_result(triage_entry(CRITICAL_UID, "critical", 91.4, arrived_at=now - 420,
                                      accession_number="ACC-CRITICAL", thumbnail=heatmap_png(32)))
     app = create_app(store, token=TOKEN, viewer_url="http://pacs.example/viewer?StudyInstanceUID={study_uid}",
@@ -109,6 +111,8 @@ def test_worklist_page_orders_and_acknowledges(served: Served) -> None:
             assert rows.nth(1).get_attribute("data-study-uid") == ROUTINE_UID
             expect(rows.nth(0).locator(".badge")).to_have_text("Critical")
             expect(rows.nth(0)).to_contain_text("ACC-CRITICAL")
+            expect(rows.nth(1).locator(".warning-text")).to_have_text(f"⚠ {MISSING_SLICE}")
+            expect(rows.nth(0).locator(".warning-text")).to_have_count(0)
             expect(rows.nth(0).get_by_role("link", name="Open study ACC-CRITICAL in PACS")).to_have_attribute(
                 "href", f"http://pacs.example/viewer?StudyInstanceUID={CRITICAL_UID}")
             thumb = rows.nth(0).locator("img.thumb")

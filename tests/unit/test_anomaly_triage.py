@@ -223,3 +223,18 @@ def test_the_raw_score_weighs_each_slice_by_its_thickness(registry: EngineRegist
     full = analyse(regular, engine, settings).raw_ml
     assert full > 0
     assert analyse(thinner, engine, settings).raw_ml == pytest.approx(0.75 * full, rel=1e-5)
+
+
+def test_a_possibly_missing_slice_reaches_the_worklist_summary(registry: EngineRegistry,
+                                                               tmp_path: Path) -> None:
+    generator = AnomalyTriage(registry, {})
+    regular = generator.run(head_series(tmp_path / "regular", {2}), {"model": "clip45"})
+    assert regular.triage is not None and regular.triage.warnings == ()
+    gap = head_series(tmp_path / "gap", {2})
+    for ds, z in zip(gap, [0, 5, 10, 20, 25, 30], strict=True):
+        ds.ImagePositionPatient = [*ds.ImagePositionPatient[:2], z]
+    output = generator.run(gap, {"model": "clip45"})
+    assert output.triage is not None
+    assert output.triage.warnings == (
+        "a slice may be missing between 10.0 and 20.0 mm along the series; its neighbours were scored "
+        "across the gap",)

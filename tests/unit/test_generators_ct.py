@@ -62,6 +62,8 @@ def test_each_slice_counts_its_share_of_the_coverage(tmp_path: Path,
     assert volume.slice_spacing == pytest.approx(5.0)
     assert ["a gap of 10.00 mm between slices at 10.00 and 20.00 mm" in r.getMessage()
             for r in caplog.records] == [True]
+    assert volume.suspected_gaps == ((10.0, 20.0),)
+    assert load_ct_volume(_at_heights(mixed, [0, 2.5, 5, 7.5, 12.5, 17.5, 22.5])).suspected_gaps == ()
 
 
 @pytest.mark.parametrize("syntax", sorted(ENCODERS))

@@ -71,7 +71,8 @@ function row(item) {
   const study = el("td", {},
     el("span", { text: item.study_description || "(no description)" }),
     item.patient_name ? el("span", { class: "sub", text: `${item.patient_name.replaceAll("^", " ").trim()} · ${item.patient_id}` }) : null,
-    item.error ? el("span", { class: "error-text", text: item.error }) : null);
+    item.error ? el("span", { class: "error-text", text: item.error }) : null,
+    ...(item.warnings || []).map((w) => el("span", { class: "warning-text", text: `⚠ ${w}` })));
   const thumb = item.thumbnail_url
     ? el("img", { class: "thumb", src: item.thumbnail_url, loading: "lazy", width: 96, height: 96,
                   alt: `Anomaly heat map, slice ${item.top_slice_index ?? "?"}` })

@@ -28,6 +28,7 @@ def triage_entry(
     arrived_at: float = 1000.0,
     accession_number: str | None = None,
     thumbnail: bytes | None = None,
+    warnings: tuple[str, ...] = (),
 ) -> TriageEntry:
     return TriageEntry(
         study_uid=study_uid,
@@ -43,6 +44,7 @@ def triage_entry(
         top_slice_sop_uid=f"{study_uid}.1.7",
         top_slice_index=7,
         thumbnail_png=thumbnail,
+        warnings=warnings,
     )
 
 

@@ -29,7 +29,8 @@ def store(tmp_path: Path) -> Iterator[WorklistStore]:
     store.record_result(triage_entry("1.2.3.1", "routine", 12.5, arrived_at=100.0,
                                      thumbnail=tiny_png((9, 9, 9))))
     store.record_result(triage_entry("1.2.3.2", "critical", 91.0, arrived_at=200.0,
-                                     accession_number="A&B 2", thumbnail=tiny_png((255, 0, 0))))
+                                     accession_number="A&B 2", thumbnail=tiny_png((255, 0, 0)),
+                                     warnings=("a slice may be missing",)))
     store.record_failure("1.2.3.3", "engine failed: out of memory", accession_number="ACC3", arrived_at=300.0)
     yield store
     store.close()
@@ -106,6 +107,8 @@ def test_study_details_and_thumbnail(store: WorklistStore) -> None:
     details = client.get("/api/studies/1.2.3.2")
     assert details.status_code == 200
     assert details.json()["top_slice_index"] == 7
+    assert details.json()["warnings"] == ["a slice may be missing"]
+    assert client.get("/api/studies/1.2.3.1").json()["warnings"] == []
     png = client.get(details.json()["thumbnail_url"])
     assert png.status_code == 200
     assert png.headers["content-type"] == "image/png"

@@ -19,7 +19,8 @@ def test_cmd_worklist_prints_the_ordered_list_without_phi(tmp_path: Path) -> Non
     store = WorklistStore(tmp_path / "index.sqlite3")
     now = time.time()
     store.record_result(triage_entry("1.2.3.1", "routine", 10.0, arrived_at=now - 120, accession_number="R1"))
-    store.record_result(triage_entry("1.2.3.2", "critical", 90.0, arrived_at=now - 30, accession_number="C1"))
+    store.record_result(triage_entry("1.2.3.2", "critical", 90.0, arrived_at=now - 30, accession_number="C1",
+                                     warnings=("a slice may be missing",)))
     store.record_failure("1.2.3.3", "engine crashed", accession_number="F1", arrived_at=now - 4000)
     store.acknowledge("1.2.3.1", "dr a")
     store.close()
@@ -28,7 +29,7 @@ def test_cmd_worklist_prints_the_ordered_list_without_phi(tmp_path: Path) -> Non
     lines = out.getvalue().splitlines()
     assert lines[0].split()[:3] == ["CATEGORY", "SCORE", "WAITING"]
     assert [line.split()[0] for line in lines[1:]] == ["critical", "FAILED", "routine"]
-    assert "C1" in lines[1] and "90.0" in lines[1]
+    assert "C1" in lines[1] and "90.0" in lines[1] and "[! a slice may be missing]" in lines[1]
     assert "engine crashed" in lines[2] and "1 h 06 min" in lines[2]
     assert "dr a" in lines[3] and "2 min" in lines[3]
     assert "Doe" not in out.getvalue() and "PID-1" not in out.getvalue()

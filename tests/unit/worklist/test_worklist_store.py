@@ -122,6 +122,41 @@ def test_thumbnail_round_trip(store: WorklistStore) -> None:
     assert first.has_thumbnail and not second.has_thumbnail
 
 
+def test_warnings_follow_the_latest_result(store: WorklistStore) -> None:
+    gap = "a slice may be missing between 10.0 and 20.0 mm along the series"
+    store.record_result(triage_entry("9.5", "urgent", 40.0, warnings=(gap,)))
+    store.record_pending("9.5")  # another series of the study arrives: the result and its warning stay
+    entry = store.get("9.5")
+    assert entry is not None and entry.warnings == (gap,)
+    store.record_result(triage_entry("9.5", "urgent", 42.0))
+    entry = store.get("9.5")
+    assert entry is not None and entry.warnings == ()
+
+
+def test_a_worklist_from_before_warnings_is_upgraded_in_place(tmp_path: Path) -> None:
+    db = tmp_path / "index.sqlite3"
+    conn = sqlite3.connect(db)
+    conn.executescript(
+        "CREATE TABLE worklist (study_uid TEXT PRIMARY KEY, series_uid TEXT,"
+        " accession_number TEXT NOT NULL DEFAULT '', patient_name TEXT NOT NULL DEFAULT '',"
+        " patient_id TEXT NOT NULL DEFAULT '', study_description TEXT NOT NULL DEFAULT '',"
+        " arrived_at REAL NOT NULL, result_at REAL, score REAL, category TEXT, top_slice_sop_uid TEXT,"
+        " top_slice_index INTEGER, thumbnail BLOB, state TEXT NOT NULL, error TEXT,"
+        " acknowledged_by TEXT, acknowledged_at REAL);"
+        "INSERT INTO worklist (study_uid, arrived_at, score, category, state)"
+        " VALUES ('13.1', 1000.0, 55.0, 'urgent', 'done');")
+    conn.close()
+    store = WorklistStore(db)
+    try:
+        entry = store.get("13.1")
+        assert entry is not None and entry.category == "urgent" and entry.warnings == ()
+        store.record_result(triage_entry("13.1", "urgent", 56.0, warnings=("check",)))
+        assert [e.warnings for e in store.list()] == [("check",)]
+    finally:
+        store.close()
+    WorklistStore(db).close()  # a second start finds the column and adds nothing
+
+
 def test_unknown_category_is_refused(store: WorklistStore) -> None:
     with pytest.raises(ValueError, match="unknown triage category"):
         store.record_result(triage_entry("10.1", "severe", 1.0))  # type: ignore[arg-type]
