@@ -70,7 +70,7 @@ class TriageSettings:
     smoothing_mm: float = 1.5
     hypodense_floor_hu: float = 8.0  # chosen on validation phantoms (`evaluate --validation`)
     hypodense_smoothing_mm: float = 3.0
-    calibration_ml: float = 0.268  # `dicomnode evaluate anomaly_triage --calibrate 120` (model 0.7.0)
+    calibration_ml: float = 0.057  # `dicomnode evaluate anomaly_triage --calibrate 120` (model 0.8.0)
     output_slices: str = "anomalous"  # all | anomalous
     slice_threshold_cm2: float = 0.1  # with output_slices: anomalous
     top_slices: int = 3

@@ -20,7 +20,7 @@ from dicomnode.training.train import LOSS_LOG, TrainConfig, TrainResult
 logger = logging.getLogger(__name__)
 
 NAME = "anomaly_triage"
-VERSION = "0.7.0"
+VERSION = "0.8.0"
 INPUT_NAME = "image"
 OUTPUT_NAME = "pseudo_healthy"
 OPSET = 17
