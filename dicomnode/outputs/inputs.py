@@ -72,6 +72,8 @@ class TriageFinding:
     score: float
     category: str
     top_slices: list[SliceFinding] = field(default_factory=list)
+    # The series looks like it lost a slice (a gap much wider than its neighbours').
+    slice_possibly_missing: bool = False
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.score) and 0.0 <= self.score <= 100.0):

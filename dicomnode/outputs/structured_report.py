@@ -10,6 +10,8 @@ Content tree (one measurement group, TID 1501):
   - "Slice anomaly score" per top slice, with the hottest region as a closed POLYLINE on the
     source CT image when the finding has one, else a plain image reference
   - "Triage category": critical / urgent / routine (qualitative evaluation)
+  - "Input series completeness": "Slice possibly missing" (qualitative evaluation), only when
+    the series has a gap much wider than the gaps beside it
 
 DICOM has no standard concepts for an anomaly score or these triage categories, so they are
 coded in the private scheme "99DCMNODE" (declared in CodingSchemeIdentificationSequence);
@@ -39,6 +41,8 @@ CODING_SCHEME = "99DCMNODE"
 ANOMALY_SCORE = Code("DN0001", CODING_SCHEME, "Anomaly score")
 SLICE_ANOMALY_SCORE = Code("DN0002", CODING_SCHEME, "Slice anomaly score")
 TRIAGE_CATEGORY = Code("DN0003", CODING_SCHEME, "Triage category")
+INPUT_COMPLETENESS = Code("DN0004", CODING_SCHEME, "Input series completeness")
+SLICE_POSSIBLY_MISSING = Code("DN0201", CODING_SCHEME, "Slice possibly missing")
 CATEGORY_CODES = {
     "critical": Code("DN0101", CODING_SCHEME, "Critical"),
     "urgent": Code("DN0102", CODING_SCHEME, "Urgent"),
@@ -93,13 +97,14 @@ def triage_report(
         )
     ]
     measurements += [_slice_measurement(top, algorithm) for top in finding.top_slices]
+    evaluations = [hd.sr.QualitativeEvaluation(TRIAGE_CATEGORY, CATEGORY_CODES[finding.category.lower()])]
+    if finding.slice_possibly_missing:
+        evaluations.append(hd.sr.QualitativeEvaluation(INPUT_COMPLETENESS, SLICE_POSSIBLY_MISSING))
     group = hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier="Anomaly triage"),
         algorithm_id=algorithm_id,
         measurements=measurements,
-        qualitative_evaluations=[
-            hd.sr.QualitativeEvaluation(TRIAGE_CATEGORY, CATEGORY_CODES[finding.category.lower()])
-        ],
+        qualitative_evaluations=evaluations,
         source_images=[
             hd.sr.SourceImageForMeasurementGroup.from_source_image(top.source) for top in finding.top_slices
         ]

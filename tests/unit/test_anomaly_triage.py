@@ -213,6 +213,13 @@ def _text_values(ds: Dataset) -> list[str]:
     return found
 
 
+def _coded_values(ds: Dataset) -> list[str]:
+    found = [str(ds.ConceptCodeSequence[0].CodeMeaning)] if "ConceptCodeSequence" in ds else []
+    for item in ds.get("ContentSequence", []):
+        found += _coded_values(item)
+    return found
+
+
 def test_the_raw_score_weighs_each_slice_by_its_thickness(registry: EngineRegistry, tmp_path: Path) -> None:
     regular = head_series(tmp_path / "regular", {2, 3})
     thinner = head_series(tmp_path / "thinner", {2, 3})
@@ -238,3 +245,5 @@ def test_a_possibly_missing_slice_reaches_the_worklist_summary(registry: EngineR
     assert output.triage.warnings == (
         "a slice may be missing between 10.0 and 20.0 mm along the series; its neighbours were scored "
         "across the gap",)
+    flagged = [_coded_values(ds) for ds in (regular.objects[-1], output.objects[-1])]
+    assert ["Slice possibly missing" in values for values in flagged] == [False, True]

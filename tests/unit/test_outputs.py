@@ -291,6 +291,18 @@ def test_triage_report_without_top_slices(sources: list[Dataset], algorithm: Alg
     ds = assert_valid(ds, tmp_path / "sr.dcm")
     codes = [i.ConceptCodeSequence[0].CodeMeaning for i in walk(ds.ContentSequence) if i.ValueType == "CODE"]
     assert "Routine" in codes
+    assert "Slice possibly missing" not in codes
+
+
+def test_triage_report_says_when_a_slice_may_be_missing(sources: list[Dataset], algorithm: AlgorithmInfo,
+                                                        tmp_path: Path) -> None:
+    finding = TriageFinding(score=3.0, category="routine", slice_possibly_missing=True)
+    ds = triage_report(sources, finding, series_uid=generate_uid(), series_number=903, algorithm=algorithm)
+    ds = assert_valid(ds, tmp_path / "sr.dcm")
+    (item,) = [i for i in walk(ds.ContentSequence) if i.ValueType == "CODE"
+               and i.ConceptNameCodeSequence[0].CodeMeaning == "Input series completeness"]
+    assert item.ConceptCodeSequence[0].CodeMeaning == "Slice possibly missing"
+    assert item.ConceptCodeSequence[0].CodingSchemeDesignator == "99DCMNODE"
 
 
 def test_triage_report_rejects_foreign_slices(sources: list[Dataset], algorithm: AlgorithmInfo,
