@@ -143,6 +143,9 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--matrix", type=int, default=256, help="phantom rows and columns")
     evaluate.add_argument("--calibrate", type=int, default=0, metavar="N",
                           help="first fit calibration_ml on N healthy calibration studies")
+    evaluate.add_argument("--calibration-matrix", type=int, default=512, metavar="N",
+                          help="rows and columns of the calibration phantoms (default 512, what scanners "
+                               "send: healthy heads score differently at 256)")
     evaluate.add_argument("--write-card", action="store_true", help="write the tables into the model card")
     evaluate.add_argument("--validation", action="store_true",
                           help="validation phantoms (to choose settings or models), not held-out ones")
@@ -244,7 +247,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     return cmd_evaluate(load_config(args.config), args.model, args.studies, args.shifted, args.matrix,
                         args.calibrate, args.write_card, validation=args.validation,
-                        render_workers=args.render_workers)
+                        render_workers=args.render_workers, calibration_matrix=args.calibration_matrix)
 
 
 def _calibrate(args: argparse.Namespace) -> int:

@@ -114,3 +114,15 @@ def test_rendering_ahead_in_a_worker_gives_the_same_evaluation() -> None:
         assert calibrate(engine, settings, 1, 256, render_workers=1) == calibrate(engine, settings, 1, 256)
     finally:
         registry.close()
+
+
+def test_calibration_heads_are_rendered_at_the_matrix_scanners_send() -> None:
+    from dicomnode.cli import _parser
+    from dicomnode.evaluation import CALIBRATION_MATRIX
+
+    assert CALIBRATION_MATRIX == 512
+    plain = _parser().parse_args(["evaluate", "anomaly_triage", "--calibrate", "120", "--matrix", "256"])
+    assert (plain.matrix, plain.calibration_matrix) == (256, CALIBRATION_MATRIX)
+    chosen = _parser().parse_args(
+        ["evaluate", "anomaly_triage", "--calibrate", "3", "--calibration-matrix", "128"])
+    assert chosen.calibration_matrix == 128
