@@ -70,8 +70,8 @@ class TriageSettings:
     smoothing_mm: float = 1.5
     hypodense_floor_hu: float = 8.0  # chosen on validation phantoms (`evaluate --validation`)
     hypodense_smoothing_mm: float = 3.0
-    # `dicomnode evaluate anomaly_triage --calibrate 120 --matrix 512` (model 0.8.0): fit at 512,
-    # the matrix scanners send; healthy heads carry more evidence there than at 256.
+    # `dicomnode evaluate anomaly_triage --calibrate 120` (model 0.8.0), whose heads are rendered
+    # at 512, the matrix scanners send: healthy heads carry more evidence there than at 256.
     calibration_ml: float = 0.244
     output_slices: str = "anomalous"  # all | anomalous
     slice_threshold_cm2: float = 0.1  # with output_slices: anomalous
