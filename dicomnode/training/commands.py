@@ -42,6 +42,7 @@ def cmd_train(
     initial_studies: int | None = None,
     refresh_every: int | None = None,
     healthy_slices: int = 1,
+    scanner_matrix_share: float = 0.0,
 ) -> int:
     """Train `model`, then export model.onnx, model.pt, manifest.yaml and card.md to `output_dir`."""
     if model not in MODELS:
@@ -65,12 +66,16 @@ def cmd_train(
     if healthy_slices < 1:
         print(f"error: --healthy-slices {healthy_slices}: at least 1 slice from each third of the coverage")
         return 2
+    if not 0.0 <= scanner_matrix_share <= 1.0:
+        print(f"error: --scanner-matrix-share {scanner_matrix_share:g}: a share of studies, from 0 to 1")
+        return 2
     if init is not None and not init.is_file():
         print(f"error: --init {init}: no such weights file")
         return 2
     config = TrainConfig(
         init_weights=init, mirrored=mirrored, kind_weights=weights, vary_texture=vary_texture,
         device=device, render_workers=render_workers, healthy_slices=healthy_slices,
+        scanner_matrix_share=scanner_matrix_share,
     )
     given = {"pool_size": pool_size, "initial_studies": initial_studies, "refresh_every": refresh_every,
              "lr": lr, "subtle_hu": subtle_hu, "huber_hu": huber_hu}
@@ -92,6 +97,7 @@ def cmd_train(
         + (" --mirrored" if mirrored else "")
         + (" --vary-texture" if vary_texture else "")
         + (f" --healthy-slices {healthy_slices}" if healthy_slices != 1 else "")
+        + (f" --scanner-matrix-share {scanner_matrix_share:g}" if scanner_matrix_share else "")
         + _pool_options(config, render_workers)
         + (f" --device {device}" if device != "cpu" else "")
         + (f" --init {init}" if init else "") + f" --out {output_dir}"

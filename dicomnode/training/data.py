@@ -11,6 +11,13 @@ drawn over a range wider than the three scanner profiles span (TEXTURE_RANGES): 
 whose reconstruction is smoother or grainier than those three must not make healthy
 texture look like small lesions.
 
+With `scanner_matrix_share`, that share of studies is rendered at 512x512, the matrix scanners
+send, and brought to the model grid as the node brings a series (clipped to the window, then
+each 2x2 block averaged): a 256 rendering and a 512 one halved differ in noise and blur, and
+0.8.0, trained on 256 renderings only, leaves healthy 512 heads more false evidence. Which
+studies are so rendered follows from their seeds alone, so a share of 0 keeps the data of the
+runs before it.
+
 With `workers`, studies are rendered ahead by that many processes, so a GPU is not left
 waiting on one CPU core. Which studies arrive, and in which order, does not depend on the
 number of workers (any N >= 1 gives the same data), but differs from rendering in-process
@@ -25,9 +32,11 @@ from collections import deque
 from collections.abc import Mapping
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
+from dicomnode.generators.ct import resample_slices
 from dicomnode.phantoms.lesions import LESION_KINDS, kind_probabilities
 from dicomnode.phantoms.template import load_anatomy
 from dicomnode.phantoms.vendors import ScannerTexture
@@ -37,6 +46,7 @@ from dicomnode.training.model import HU_WINDOW
 logger = logging.getLogger(__name__)
 
 MODEL_MATRIX = 256
+SCANNER_MATRIX = 512  # what scanners send; the node resamples it to MODEL_MATRIX
 THICKNESSES = (1.0, 2.5, 3.0, 5.0)
 # Uniform ranges for `vary_texture`: noise std at 5 mm (HU), noise grain and kernel blur
 # (Gaussian sigma, pixels at 512). The profiles span 3-7 HU, 0.7-1.2 px and 0.7-1.2 px.
@@ -67,24 +77,35 @@ def random_texture(rng: np.random.Generator) -> ScannerTexture:
 
 def render(
     seed: int, lesion: str | None, matrix: int = MODEL_MATRIX, *, vary_texture: bool = False,
-    healthy_slices: int = 1,
+    healthy_slices: int = 1, scanner_matrix: bool = False,
 ) -> StudySlices:
     """One study's training slices: the lesion's, and `healthy_slices` from each third of the
-    coverage; `lesion=None` gives identity examples only."""
+    coverage; `lesion=None` gives identity examples only. With `scanner_matrix`, rendered at
+    SCANNER_MATRIX and resampled to `matrix` as the node resamples a series."""
     rng = np.random.default_rng(seed)
     thickness = float(rng.choice(THICKNESSES))
     texture = random_texture(rng) if vary_texture else None
     study, twin = make_pair(
-        seed, lesion, slice_thickness_mm=thickness, matrix=matrix, slices="lesion", texture=texture,
-        healthy_slices=healthy_slices,
+        seed, lesion, slice_thickness_mm=thickness, matrix=SCANNER_MATRIX if scanner_matrix else matrix,
+        slices="lesion", texture=texture, healthy_slices=healthy_slices,
     )
     assert twin is not None
+    inputs, targets, masks = study.hu, twin, study.lesion_mask
+    if scanner_matrix:
+        grid = (matrix, matrix)
+        inputs, targets = (resample_slices(np.clip(hu, *HU_WINDOW), grid) for hu in (inputs, targets))
+        masks = resample_slices(masks.astype(np.float32), grid) > 0  # any lesion in the block
     return StudySlices(
-        inputs=window(study.hu).astype(np.float16),
-        targets=window(twin).astype(np.float16),
-        masks=study.lesion_mask,
+        inputs=window(inputs).astype(np.float16),
+        targets=window(targets).astype(np.float16),
+        masks=masks,
         kind=lesion,
     )
+
+
+def at_scanner_matrix(seed: int, share: float) -> bool:
+    """Whether study `seed` is rendered at SCANNER_MATRIX, from its seed alone (its own stream)."""
+    return share > 0 and bool(np.random.default_rng([seed, 2]).random() < share)
 
 
 class SlicePool:
@@ -99,10 +120,12 @@ class SlicePool:
         vary_texture: bool = False,
         workers: int = 0,
         healthy_slices: int = 1,
+        scanner_matrix_share: float = 0.0,
     ) -> None:
         self.capacity = capacity
         self.vary_texture = vary_texture
         self.healthy_slices = healthy_slices
+        self.scanner_matrix_share = scanner_matrix_share
         self.lesion_probabilities = kind_probabilities(kind_weights) if kind_weights else None
         self.healthy_fraction = healthy_fraction
         self.studies: deque[StudySlices] = deque(maxlen=capacity)
@@ -137,14 +160,17 @@ class SlicePool:
     def _submit_next(self) -> None:
         assert self._executor is not None
         seed, lesion = self._draw_study(self._plan_rng)
-        self._ahead.append(self._executor.submit(render, seed, lesion, vary_texture=self.vary_texture,
-                                                 healthy_slices=self.healthy_slices))
+        self._ahead.append(self._executor.submit(render, seed, lesion, **self._render_options(seed)))
+
+    def _render_options(self, seed: int) -> dict[str, Any]:
+        return {"vary_texture": self.vary_texture, "healthy_slices": self.healthy_slices,
+                "scanner_matrix": at_scanner_matrix(seed, self.scanner_matrix_share)}
 
     def add(self) -> None:
         """Add the next study of the plan (waiting for its render when it runs ahead in a worker)."""
         if self._executor is None:
             seed, lesion = self._draw_study(self._rng)
-            study = render(seed, lesion, vary_texture=self.vary_texture, healthy_slices=self.healthy_slices)
+            study = render(seed, lesion, **self._render_options(seed))
         else:
             study = self._ahead.popleft().result()
             self._submit_next()

@@ -151,6 +151,9 @@ def _loss_text(config: TrainConfig) -> str:
     if config.healthy_slices != 1:
         text += (f"; besides the lesion's slices, {config.healthy_slices} healthy slices from each third of "
                  "the coverage (skull base, mid-brain, vertex)")
+    if config.scanner_matrix_share:
+        text += (f"; {config.scanner_matrix_share:.0%} of studies rendered at 512x512 and resampled to the "
+                 "model grid as the node resamples a series")
     return text
 
 

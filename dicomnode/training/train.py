@@ -58,6 +58,8 @@ class TrainConfig:
     # Healthy slices drawn from each third of a study's coverage besides the lesion's: more
     # show the network more skull base, where healthy heads gather most false evidence.
     healthy_slices: int = 1
+    # Share of studies rendered at 512 and resampled to the model grid as the node does.
+    scanner_matrix_share: float = 0.0
     device: str = "cpu"  # a torch device: "cpu", "cuda", "cuda:1"
     render_workers: int = 0  # processes rendering phantoms ahead (0: in this process, between steps)
 
@@ -155,6 +157,8 @@ def train(
     }
     if cfg.healthy_slices != 1:  # keyed only when set, so earlier runs' checkpoints still resume
         run_key["healthy_slices"] = cfg.healthy_slices
+    if cfg.scanner_matrix_share:  # likewise
+        run_key["scanner_matrix_share"] = cfg.scanner_matrix_share
     state = torch.load(ckpt, map_location="cpu", weights_only=False) if resume and ckpt.is_file() else None
     if state is not None and state.get("run") != run_key:
         # A checkpoint of another run (other seed, batch, width, start or loss) would mix two runs.
@@ -172,6 +176,7 @@ def train(
     pool = pool or SlicePool(
         seed, cfg.pool_size, kind_weights=cfg.kind_weights, vary_texture=cfg.vary_texture,
         workers=cfg.render_workers, healthy_slices=cfg.healthy_slices,
+        scanner_matrix_share=cfg.scanner_matrix_share,
     )
     # A pool made here is closed here (its render workers stopped); a caller's stays open.
     pool_scope = contextlib.closing(pool) if own_pool else contextlib.nullcontext()

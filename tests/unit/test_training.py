@@ -299,6 +299,65 @@ def test_more_healthy_slices_keep_the_lesion_and_add_anatomy() -> None:
     assert "4 healthy slices from each third" in _loss_text(TrainConfig(healthy_slices=4))
 
 
+def test_scanner_matrix_studies_are_rendered_at_512_and_halved_as_the_node_halves() -> None:
+    from dicomnode.generators.ct import resample_slices
+    from dicomnode.phantoms.volume import make_pair
+    from dicomnode.training.data import THICKNESSES, at_scanner_matrix, render
+    from dicomnode.training.export import _loss_text
+
+    plain, halved = render(11, "ich"), render(11, "ich", scanner_matrix=True)
+    assert halved.inputs.shape == plain.inputs.shape and halved.masks.any()
+    # The same lesion slices, on the model grid, as the node sees a 512 series of the study.
+    thickness = float(np.random.default_rng(11).choice(THICKNESSES))  # render's first draw
+    study, twin = make_pair(11, "ich", slice_thickness_mm=thickness, matrix=512, slices="lesion")
+    assert twin is not None
+    expected = window(resample_slices(np.clip(study.hu, *HU_WINDOW), (256, 256))).astype(np.float16)
+    assert np.array_equal(halved.inputs, expected)
+    assert not np.array_equal(halved.inputs, plain.inputs)  # another rendering, not a copy
+    # Which studies: from the seed alone, about the share asked for, none at 0.
+    chosen = [at_scanner_matrix(seed, 0.25) for seed in range(2000)]
+    assert 0.22 < np.mean(chosen) < 0.28
+    assert chosen == [at_scanner_matrix(seed, 0.25) for seed in range(2000)]
+    assert not any(at_scanner_matrix(seed, 0.0) for seed in range(2000))
+    assert "25% of studies rendered at 512x512" in _loss_text(TrainConfig(scanner_matrix_share=0.25))
+
+
+def test_a_pool_without_scanner_matrix_studies_renders_as_before(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dicomnode.training import data
+
+    calls: list[dict[str, object]] = []
+
+    def fake_render(seed: int, lesion: str | None, **options: object) -> StudySlices:
+        calls.append(options)
+        empty = np.zeros((1, 8, 8), dtype=np.float16)
+        return StudySlices(empty, empty, empty.astype(bool), lesion)
+
+    monkeypatch.setattr(data, "render", fake_render)
+    for share in (0.0, 0.5):
+        pool = SlicePool(seed=0, capacity=4, scanner_matrix_share=share)
+        for _ in range(40):
+            pool.add()
+    plain, mixed = calls[:40], calls[40:]
+    assert not any(c["scanner_matrix"] for c in plain)
+    assert 8 < sum(bool(c["scanner_matrix"]) for c in mixed) < 32
+
+
+def test_scanner_matrix_share_is_checked_and_keys_the_checkpoint(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dicomnode.training.commands import cmd_train
+
+    work = tmp_path / "work"
+    assert cmd_train("anomaly_triage", tmp_path / "anomaly_triage", steps=1, seed=0, work_dir=work,
+                     scanner_matrix_share=1.5) == 2
+    assert "--scanner-matrix-share 1.5" in capsys.readouterr().out and not work.exists()
+    train(tmp_path, steps=2, batch_size=2, seed=1, config=_tiny_config(), pool=tiny_pool(), progress=False)
+    config = _tiny_config()
+    config.scanner_matrix_share = 0.5
+    other = train(tmp_path, steps=2, batch_size=2, seed=1, config=config, pool=tiny_pool(), progress=False)
+    assert len(other.losses) == 2  # started afresh
+
+
 def test_healthy_slices_must_be_at_least_one(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from dicomnode.training.commands import cmd_train
 
