@@ -13,10 +13,10 @@ texture look like small lesions.
 
 With `scanner_matrix_share`, that share of studies is rendered at 512x512, the matrix scanners
 send, and brought to the model grid as the node brings a series (clipped to the window, then
-each 2x2 block averaged). A 256 rendering and a 512 one halved differ in noise and blur, and
-0.8.0, trained on 256 renderings only, leaves healthy 512 heads more false evidence; whether
-the one explains the other is open (the card's "Why 512 scores lower"). Which studies are so
-rendered follows from their seeds alone, so a share of 0 keeps the data of the runs before it.
+each 2x2 block averaged). A 512 rendering halved is softer than a 256 one, and 0.8.0, trained
+on 256 renderings only, takes the softer anatomy for something to restore (the card's "Why 512
+scores lower"). Which studies are so rendered follows from their seeds alone, so a share of 0
+keeps the data of the runs before it.
 
 With `workers`, studies are rendered ahead by that many processes, so a GPU is not left
 waiting on one CPU core. Which studies arrive, and in which order, does not depend on the
