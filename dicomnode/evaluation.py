@@ -28,14 +28,10 @@ All of this is phantom evidence, not clinical evidence.
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import re
 import tempfile
-from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
-from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -202,24 +198,13 @@ def _phantoms(jobs: list[dict[str, Any]], workers: int) -> Iterator[tuple[Phanto
     """`make_pair(**job)` for each job, in order; with workers, rendered ahead in other processes
     while this one runs the model (a phantom depends on its seed only: the same studies)."""
     from dicomnode.phantoms import make_pair
-    from dicomnode.phantoms.template import load_anatomy
+    from dicomnode.phantoms.ahead import rendered_ahead
 
     if workers <= 0:
         for job in jobs:
             yield make_pair(**job)
         return
-    load_anatomy()  # build the cache once, before the workers read it
-    # A clean server process, not a fork of this one, whose inference threads make forking unsafe.
-    context = multiprocessing.get_context("forkserver")
-    with ProcessPoolExecutor(workers, mp_context=context) as executor:
-        pending = iter(jobs)
-        ahead = deque(executor.submit(make_pair, **job) for job in islice(pending, 2 * workers))
-        while ahead:
-            pair = ahead.popleft().result()
-            following = next(pending, None)
-            if following is not None:
-                ahead.append(executor.submit(make_pair, **following))
-            yield pair
+    yield from rendered_ahead(make_pair, jobs, workers)
 
 
 def summary_rows(result: ConditionResult) -> list[tuple[str, str]]:

@@ -27,18 +27,16 @@ number of workers (any N >= 1 gives the same data), but differs from rendering i
 from __future__ import annotations
 
 import logging
-import multiprocessing
 from collections import deque
-from collections.abc import Mapping
-from concurrent.futures import Future, ProcessPoolExecutor
+from collections.abc import Generator, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from dicomnode.generators.ct import resample_slices
+from dicomnode.phantoms.ahead import rendered_ahead
 from dicomnode.phantoms.lesions import LESION_KINDS, kind_probabilities
-from dicomnode.phantoms.template import load_anatomy
 from dicomnode.phantoms.vendors import ScannerTexture
 from dicomnode.phantoms.volume import make_pair
 from dicomnode.training.model import HU_WINDOW
@@ -132,19 +130,10 @@ class SlicePool:
         self._next_seed = seed * 100_003 + 1
         self._rng = np.random.default_rng(seed)
         self.rendered = 0
-        self._executor: ProcessPoolExecutor | None = None
-        self._ahead: deque[Future[StudySlices]] = deque()
+        self._ahead: Generator[StudySlices, None, None] | None = None
         if workers > 0:
             # Own generator for the study plan: the renders run ahead of the batch draws.
-            self._plan_rng = np.random.default_rng([seed, 1])
-            # Workers start from a clean server process, not a fork of this one: torch's threads
-            # (and CUDA) make forking the trainer unsafe. Build the template anatomy first so
-            # they all read its cache instead of each building it.
-            load_anatomy()
-            context = multiprocessing.get_context("forkserver")
-            self._executor = ProcessPoolExecutor(workers, mp_context=context)
-            for _ in range(2 * workers):
-                self._submit_next()
+            self._ahead = rendered_ahead(render, self._plan(np.random.default_rng([seed, 1])), workers)
 
     def _draw_study(self, rng: np.random.Generator) -> tuple[int, str | None]:
         seed = self._next_seed
@@ -157,10 +146,11 @@ class SlicePool:
                 lesion = LESION_KINDS[int(rng.choice(len(LESION_KINDS), p=self.lesion_probabilities))]
         return seed, lesion
 
-    def _submit_next(self) -> None:
-        assert self._executor is not None
-        seed, lesion = self._draw_study(self._plan_rng)
-        self._ahead.append(self._executor.submit(render, seed, lesion, **self._render_options(seed)))
+    def _plan(self, rng: np.random.Generator) -> Iterator[dict[str, Any]]:
+        """The render jobs of the studies to come, drawn as they are taken."""
+        while True:
+            seed, lesion = self._draw_study(rng)
+            yield {"seed": seed, "lesion": lesion, **self._render_options(seed)}
 
     def _render_options(self, seed: int) -> dict[str, Any]:
         return {"vary_texture": self.vary_texture, "healthy_slices": self.healthy_slices,
@@ -168,22 +158,19 @@ class SlicePool:
 
     def add(self) -> None:
         """Add the next study of the plan (waiting for its render when it runs ahead in a worker)."""
-        if self._executor is None:
+        if self._ahead is None:
             seed, lesion = self._draw_study(self._rng)
             study = render(seed, lesion, **self._render_options(seed))
         else:
-            study = self._ahead.popleft().result()
-            self._submit_next()
+            study = next(self._ahead)
         self.studies.append(study)
         self.rendered += 1
 
     def close(self) -> None:
         """Stop the render workers (a no-op without them)."""
-        if self._executor is not None:
-            for future in self._ahead:
-                future.cancel()
-            self._executor.shutdown(wait=True, cancel_futures=True)
-            self._executor = None
+        if self._ahead is not None:
+            self._ahead.close()
+            self._ahead = None
 
     def batch(
         self, size: int, crop: int, full_width: bool = False

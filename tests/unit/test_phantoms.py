@@ -258,3 +258,25 @@ def test_training_slices_are_the_lesions_and_some_from_each_third() -> None:
                           np.arange(5))  # a third smaller than asked: all of it
     with pytest.raises(ValueError, match="at least 1"):
         _pick_slices("lesion", mask, 31, np.random.default_rng(3), per_third=0)
+
+
+def test_rendered_ahead_keeps_the_order_and_reads_an_endless_plan_only_as_taken() -> None:
+    from collections.abc import Generator, Iterator
+    from itertools import count, islice
+
+    from dicomnode.phantoms.ahead import rendered_ahead
+
+    # `dict(**job)` stands in for a renderer: module-level, so the workers can run it.
+    assert list(rendered_ahead(dict, ({"i": i} for i in range(7)), workers=2)) == [{"i": i} for i in range(7)]
+    drawn: list[int] = []
+
+    def plan() -> Iterator[dict[str, int]]:
+        for i in count():
+            drawn.append(i)
+            yield {"i": i}
+
+    results: Generator[dict[str, int], None, None] = rendered_ahead(dict, plan(), workers=2)
+    assert [r["i"] for r in islice(results, 3)] == [0, 1, 2]
+    assert len(drawn) == 3 + 2 * 2  # the three taken and four rendering ahead
+    results.close()  # stops the workers: nothing waits on the rest
+    assert len(drawn) == 7
