@@ -10,6 +10,7 @@ import multiprocessing
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Mapping
 from concurrent.futures import Future, ProcessPoolExecutor
+from itertools import islice
 from typing import Any, TypeVar
 
 from dicomnode.phantoms.template import load_anatomy
@@ -31,12 +32,9 @@ def rendered_ahead(render: Callable[..., T], jobs: Iterable[Mapping[str, Any]],
     context = multiprocessing.get_context("forkserver")
     executor = ProcessPoolExecutor(workers, mp_context=context)
     pending = iter(jobs)
-    ahead: deque[Future[T]] = deque()
     try:
-        for job in pending:
-            ahead.append(executor.submit(render, **job))
-            if len(ahead) == 2 * workers:
-                break
+        first = islice(pending, 2 * workers)
+        ahead: deque[Future[T]] = deque(executor.submit(render, **job) for job in first)
         while ahead:
             result = ahead.popleft().result()
             following = next(pending, None)

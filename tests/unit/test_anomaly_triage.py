@@ -29,6 +29,7 @@ from dicomnode.generators.anomaly_triage import AnomalyTriage, TriageSettings, a
 from dicomnode.generators.ct import load_ct_volume
 from tests.support.dciodvfy import validate
 from tests.support.dicomdata import ct_series
+from tests.support.sr import walk
 
 WINDOW = (-20.0, 120.0)
 
@@ -206,18 +207,13 @@ def test_the_pseudo_healthy_volume_averages_the_series_and_its_mirror_image(regi
     assert "mirror_average=off" in _text_values(single_output.objects[-1])
 
 
-def _text_values(ds: Dataset) -> list[str]:
-    found = [str(ds.TextValue)] if "TextValue" in ds else []
-    for item in ds.get("ContentSequence", []):
-        found += _text_values(item)
-    return found
+def _text_values(report: Dataset) -> list[str]:
+    return [str(item.TextValue) for item in walk(report.ContentSequence) if "TextValue" in item]
 
 
-def _coded_values(ds: Dataset) -> list[str]:
-    found = [str(ds.ConceptCodeSequence[0].CodeMeaning)] if "ConceptCodeSequence" in ds else []
-    for item in ds.get("ContentSequence", []):
-        found += _coded_values(item)
-    return found
+def _coded_values(report: Dataset) -> list[str]:
+    return [str(item.ConceptCodeSequence[0].CodeMeaning) for item in walk(report.ContentSequence)
+            if "ConceptCodeSequence" in item]
 
 
 def test_the_raw_score_weighs_each_slice_by_its_thickness(registry: EngineRegistry, tmp_path: Path) -> None:

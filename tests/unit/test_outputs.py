@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +24,7 @@ from dicomnode.outputs.labels import burn_in, glyph, render_line, text_block, wr
 from dicomnode.outputs.secondary_capture import source_hu
 from tests.support.dciodvfy import require_dciodvfy, validate, warnings
 from tests.support.dicomdata import ct_series
+from tests.support.sr import walk
 
 SIZE = 128
 BLOB = (slice(40, 70), slice(50, 90))
@@ -63,12 +63,6 @@ def assert_same_patient_and_study(ds: Dataset, source: Dataset) -> None:
     for keyword in ("PatientID", "PatientName", "PatientBirthDate", "PatientSex", "StudyInstanceUID",
                     "AccessionNumber", "StudyID", "StudyDate"):
         assert ds[keyword].value == source[keyword].value, keyword
-
-
-def walk(items: Iterator[Dataset] | list[Dataset]) -> Iterator[Dataset]:
-    for item in items:
-        yield item
-        yield from walk(item.get("ContentSequence", []))
 
 
 def heatmap(source: Dataset, anomaly: np.ndarray, algorithm: AlgorithmInfo, *, series_uid: str | None = None,
