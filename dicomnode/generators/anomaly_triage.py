@@ -47,7 +47,15 @@ from scipy import ndimage
 from dicomnode.engines import Engine
 from dicomnode.errors import ConfigError
 from dicomnode.generators.base import GeneratorOutput, TriageSummary
-from dicomnode.generators.ct import CtVolume, bone_beside, brain_mask, load_ct_volume, resample_slices
+from dicomnode.generators.ct import (
+    CHUNK_SLICES,
+    CtVolume,
+    bone_beside,
+    bone_beside_reach,
+    brain_mask,
+    load_ct_volume,
+    resample_slices,
+)
 from dicomnode.outputs import (
     AlgorithmInfo,
     SliceFinding,
@@ -181,45 +189,71 @@ def restore(volume: CtVolume, engine: Engine, mirror_average: bool = False) -> n
     spec = manifest.inputs[0]
     grid = _model_grid(spec.shape, manifest, volume.hu.shape[1:])
     window = model_window(engine)
-    model_input = manifest.preprocessing.apply(resample_slices(np.clip(volume.hu, *window), grid))
+    model_input = manifest.preprocessing.apply(_clipped_on_grid(volume.hu, window, grid))
+    count = model_input.shape[0]
     batch = np.concatenate([model_input, model_input[:, :, ::-1]]) if mirror_average else model_input
-    outputs = engine.run(batch[:, None, :, :].astype(spec.numpy_dtype))
-    restored = np.asarray(next(iter(outputs.values())), dtype=np.float32).reshape(batch.shape)
+    del model_input  # a thin series' intermediates add up: each is dropped once used
+    outputs = engine.run(batch[:, None, :, :].astype(spec.numpy_dtype, copy=False))
+    shape = batch.shape
+    del batch
+    restored = np.asarray(next(iter(outputs.values())), dtype=np.float32).reshape(shape)
+    del outputs
     restored = np.clip(manifest.preprocessing.invert(restored), *window)
     if mirror_average:  # averaged on the model's grid: resampling is linear and mirror-symmetric
-        count = model_input.shape[0]
         restored = (restored[:count] + restored[count:, :, ::-1]) / 2.0
     pseudo = resample_slices(restored, (volume.hu.shape[1], volume.hu.shape[2]))
     return np.asarray(pseudo, dtype=np.float32)
 
 
+def _clipped_on_grid(hu: np.ndarray, window: tuple[float, float], grid: tuple[int, int]) -> np.ndarray:
+    """HU clipped to the window and resampled to the model's grid, a few slices at a time
+    (no full-size clipped copy of a thin series)."""
+    out = np.empty((hu.shape[0], *grid), dtype=np.float32)
+    for start in range(0, hu.shape[0], CHUNK_SLICES):
+        part = slice(start, start + CHUNK_SLICES)
+        out[part] = resample_slices(np.clip(hu[part], *window), grid)
+    return out
+
+
 def score_volume(volume: CtVolume, pseudo: np.ndarray, window: tuple[float, float],
                  settings: TriageSettings) -> TriageAnalysis:
-    """Anomaly map, slice and study scores from a volume and its pseudo-healthy twin."""
-    clipped = np.clip(volume.hu, *window)
-    mask = brain_mask(volume.hu, volume.pixel_spacing)
+    """Anomaly map, slice and study scores from a volume and its pseudo-healthy twin.
+
+    Computed a few slices at a time (smoothing is in-plane; the bone rule reads the slices
+    beside each one), so a thin series needs its two full-size maps and little more.
+    """
+    hu = volume.hu
+    mask = brain_mask(hu, volume.pixel_spacing)
     # Everything outside the brain is zero: work inside its bounding box (plus the reach of
     # the wider Gaussian, so the result is exact), about half the pixels of the field of view.
     widest = max(settings.smoothing_mm, settings.hypodense_smoothing_mm)
-    box = _bounding_box(mask, [int(np.ceil(_TRUNCATE * widest / s)) + 1 for s in volume.pixel_spacing])
-    inside = mask[box]
-    signed = (clipped[box] - pseudo[box]) * inside
-    hyper_allowed = inside & ~bone_beside(volume.hu[box], volume.slice_spacing)
-    fine = _smooth(signed, settings.smoothing_mm, volume.pixel_spacing) * hyper_allowed
-    coarse = _smooth(signed, settings.hypodense_smoothing_mm, volume.pixel_spacing) * inside
-    hyper = np.maximum(fine - settings.noise_floor_hu, 0.0)
-    hypo = np.maximum(-coarse - settings.hypodense_floor_hu, 0.0)
-    excess = np.zeros(mask.shape, dtype=np.float32)
-    excess[box] = hyper + hypo
+    margin = [int(np.ceil(_TRUNCATE * widest / s)) + 1 for s in volume.pixel_spacing]
+    _, rows, cols = _bounding_box(mask, margin)
+    reach = bone_beside_reach(volume.slice_spacing)
+    anomaly = np.zeros(hu.shape, dtype=np.float32)
+    evidence = np.zeros(hu.shape, dtype=np.float32)
+    weight_per_slice = np.zeros(hu.shape[0], dtype=np.float32)
+    for start in range(0, hu.shape[0], CHUNK_SLICES):
+        part = slice(start, start + CHUNK_SLICES)
+        inside = mask[part, rows, cols]
+        signed = (np.clip(hu[part, rows, cols], *window) - pseudo[part, rows, cols]) * inside
+        low = max(start - reach, 0)
+        beside = bone_beside(hu[low:start + CHUNK_SLICES + reach, rows, cols], volume.slice_spacing)
+        hyper_allowed = inside & ~beside[start - low:start - low + inside.shape[0]]
+        fine = _smooth(signed, settings.smoothing_mm, volume.pixel_spacing) * hyper_allowed
+        coarse = _smooth(signed, settings.hypodense_smoothing_mm, volume.pixel_spacing) * inside
+        hyper = np.maximum(fine - settings.noise_floor_hu, 0.0)
+        hypo = np.maximum(-coarse - settings.hypodense_floor_hu, 0.0)
+        anomaly[part, rows, cols] = hyper + hypo
+        evidence[part, rows, cols] = np.maximum(fine, -coarse)
+        weight = (np.minimum(hyper / settings.noise_floor_hu, 3.0)
+                  + np.minimum(hypo / settings.hypodense_floor_hu, 3.0))
+        weight_per_slice[part] = weight.sum(axis=(1, 2))
     pixel_cm2 = volume.pixel_spacing[0] * volume.pixel_spacing[1] / 100.0
-    slice_scores = (excess > 0).sum(axis=(1, 2)) * pixel_cm2
-    weight = (np.minimum(hyper / settings.noise_floor_hu, 3.0)
-              + np.minimum(hypo / settings.hypodense_floor_hu, 3.0))
-    raw_ml = float((weight.sum(axis=(1, 2)) * volume.slice_voxel_ml()).sum())
+    slice_scores = (anomaly > 0).sum(axis=(1, 2)) * pixel_cm2
+    raw_ml = float((weight_per_slice * volume.slice_voxel_ml()).sum())
     score = settings.score(raw_ml)
-    evidence = np.zeros(mask.shape, dtype=np.float32)
-    evidence[box] = np.maximum(fine, -coarse)
-    return TriageAnalysis(volume, pseudo, evidence, excess, slice_scores, raw_ml, score,
+    return TriageAnalysis(volume, pseudo, evidence, anomaly, slice_scores, raw_ml, score,
                           settings.category(score))
 
 

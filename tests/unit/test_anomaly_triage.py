@@ -25,7 +25,14 @@ from dicomnode.config import EnginesConfig
 from dicomnode.engines import EngineRegistry
 from dicomnode.engines.manifest import file_sha256
 from dicomnode.errors import ConfigError
-from dicomnode.generators.anomaly_triage import AnomalyTriage, TriageSettings, analyse, restore
+from dicomnode.generators import anomaly_triage, ct
+from dicomnode.generators.anomaly_triage import (
+    AnomalyTriage,
+    TriageSettings,
+    analyse,
+    analyse_volume,
+    restore,
+)
 from dicomnode.generators.ct import load_ct_volume
 from tests.support.dciodvfy import validate
 from tests.support.dicomdata import ct_series
@@ -78,10 +85,12 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> EngineRegistry:
 
 
 def head_series(folder: Path, bleed_slices: set[int], infarct_slices: frozenset[int] = frozenset(),
-                bone_slices: frozenset[int] = frozenset()) -> list[Dataset]:
+                bone_slices: frozenset[int] = frozenset(), count: int = 6,
+                slice_thickness: float = 5.0) -> list[Dataset]:
     """Axial slices of a skull ring around 35 HU brain; some with a 70 HU haemorrhage or a 25 HU
     infarct, some with a bone plate in the middle (the skull base) over both of them."""
-    datasets = [pydicom.dcmread(p) for p in ct_series(folder, 6, rows=64, columns=64)]
+    datasets = [pydicom.dcmread(p) for p in ct_series(folder, count, rows=64, columns=64,
+                                                     slice_thickness=slice_thickness)]
     yy, xx = np.mgrid[:64, :64]
     radius = np.hypot(yy - 32, xx - 32)
     for i, ds in enumerate(datasets):
@@ -160,6 +169,26 @@ def test_brightness_beside_bone_in_the_next_slice_is_not_counted_as_blood(regist
     found = AnomalyTriage(registry, {"calibration_ml": 0.005, "slice_threshold_cm2": 0.01}).run(
         infarct, {"model": "floor35", "hypodense_floor_hu": 5.0})
     assert found.triage is not None and found.triage.score > 40 and found.triage.top_slice_index == 1
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 5])
+def test_scoring_a_few_slices_at_a_time_changes_nothing(registry: EngineRegistry, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch, chunk: int) -> None:
+    # A thin series is masked, resampled and scored a few slices at a time to bound memory; the
+    # bone rule reads 3 mm (3 slices of 1 mm) across the edges of those chunks.
+    series = head_series(tmp_path / "in", {2, 5, 9}, bone_slices=frozenset({7}), count=12,
+                         slice_thickness=1.0)
+    volume = load_ct_volume(series)
+    engine = registry.get("clip45")
+    settings = TriageSettings(model="clip45", noise_floor_hu=10.0)
+    whole = analyse_volume(volume, engine, settings)
+    assert whole.slice_scores[2] > 0 and whole.slice_scores[5] == whole.slice_scores[9] == 0.0
+    monkeypatch.setattr(anomaly_triage, "CHUNK_SLICES", chunk)
+    monkeypatch.setattr(ct, "CHUNK_SLICES", chunk)
+    chunked = analyse_volume(volume, engine, settings)
+    assert chunked.raw_ml == whole.raw_ml
+    for name in ("pseudo_healthy", "difference", "anomaly", "slice_scores"):
+        assert np.array_equal(getattr(chunked, name), getattr(whole, name)), name
 
 
 def test_settings_are_validated_naming_the_key() -> None:
