@@ -183,7 +183,9 @@ def restore(volume: CtVolume, engine: Engine, mirror_average: bool = False) -> n
     """The pseudo-healthy volume in HU (clipped to the model's window), on the volume's grid.
 
     With `mirror_average`, the mean of the model's output on the slices and on their
-    left-right mirror images (flipped back), run as one batch.
+    left-right mirror images (flipped back), run as one batch. A rectangular image is padded
+    with air to a square before it is resampled to the (square) model grid, so the anatomy
+    keeps its proportions, and cropped back after.
     """
     manifest = engine.manifest
     spec = manifest.inputs[0]
@@ -201,17 +203,29 @@ def restore(volume: CtVolume, engine: Engine, mirror_average: bool = False) -> n
     restored = np.clip(manifest.preprocessing.invert(restored), *window)
     if mirror_average:  # averaged on the model's grid: resampling is linear and mirror-symmetric
         restored = (restored[:count] + restored[count:, :, ::-1]) / 2.0
-    pseudo = resample_slices(restored, (volume.hu.shape[1], volume.hu.shape[2]))
-    return np.asarray(pseudo, dtype=np.float32)
+    rows, cols = volume.hu.shape[1:]
+    (top, bottom), (left, right) = _square_padding(rows, cols)
+    pseudo = resample_slices(restored, (top + rows + bottom, left + cols + right))
+    if top + bottom + left + right:
+        pseudo = np.ascontiguousarray(pseudo[:, top:top + rows, left:left + cols])
+    return pseudo
+
+
+def _square_padding(rows: int, cols: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """(before, after) rows and columns that centre a rows x cols image in a square."""
+    side = max(rows, cols)
+    return ((side - rows) // 2, (side - rows + 1) // 2), ((side - cols) // 2, (side - cols + 1) // 2)
 
 
 def _clipped_on_grid(hu: np.ndarray, window: tuple[float, float], grid: tuple[int, int]) -> np.ndarray:
-    """HU clipped to the window and resampled to the model's grid, a few slices at a time
-    (no full-size clipped copy of a thin series)."""
+    """HU clipped to the window, padded to a square and resampled to the model's grid, a few
+    slices at a time (no full-size clipped copy of a thin series)."""
     out = np.empty((hu.shape[0], *grid), dtype=np.float32)
+    padding = ((0, 0), *_square_padding(hu.shape[1], hu.shape[2]))
     for start in range(0, hu.shape[0], CHUNK_SLICES):
         part = slice(start, start + CHUNK_SLICES)
-        out[part] = resample_slices(np.clip(hu[part], *window), grid)
+        clipped = np.pad(np.clip(hu[part], *window), padding, constant_values=window[0])
+        out[part] = resample_slices(clipped, grid)
     return out
 
 

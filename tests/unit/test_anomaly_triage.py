@@ -191,6 +191,20 @@ def test_scoring_a_few_slices_at_a_time_changes_nothing(registry: EngineRegistry
         assert np.array_equal(getattr(chunked, name), getattr(whole, name)), name
 
 
+def test_a_rectangular_image_is_padded_to_a_square_not_stretched(registry: EngineRegistry,
+                                                                  tmp_path: Path) -> None:
+    # The model's grid is square: a wider image reaches it padded with air (rows above and
+    # below), the same as if the scanner had sent the square field of view.
+    volume = load_ct_volume(head_series(tmp_path / "in", {2}))
+    wide = replace(volume, hu=np.pad(volume.hu, ((0, 0), (0, 0), (8, 8)), constant_values=-1000.0))
+    square = replace(wide, hu=np.pad(wide.hu, ((0, 0), (8, 8), (0, 0)), constant_values=-1000.0))
+    engine = registry.get("leftcap45")
+    restored = restore(wide, engine, mirror_average=True)
+    assert restored.shape == wide.hu.shape
+    assert np.array_equal(restored, restore(square, engine, mirror_average=True)[:, 8:-8])
+    assert analyse_volume(wide, engine, TriageSettings(model="leftcap45")).slice_scores[2] > 0
+
+
 def test_settings_are_validated_naming_the_key() -> None:
     with pytest.raises(ConfigError, match=r"anomaly_triage\.critcal"):
         TriageSettings.from_params({"critcal": 80})
