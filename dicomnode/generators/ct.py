@@ -253,8 +253,6 @@ def resample_slices(stack: np.ndarray, shape: tuple[int, int], order: int = 1) -
     return np.asarray(out[:, : shape[0], : shape[1]], dtype=np.float32)
 
 
-
-
 def _by_chunks(resample: Callable[[np.ndarray], np.ndarray], stack: np.ndarray,
                shape: tuple[int, int]) -> np.ndarray:
     """`resample` applied to a few slices at a time (slices are independent: same values)."""
