@@ -55,6 +55,8 @@ from dicomnode.generators.ct import (
     brain_mask,
     load_ct_volume,
     resample_slices,
+    square_padding,
+    to_model_grid,
 )
 from dicomnode.outputs import (
     AlgorithmInfo,
@@ -191,7 +193,7 @@ def restore(volume: CtVolume, engine: Engine, mirror_average: bool = False) -> n
     spec = manifest.inputs[0]
     grid = _model_grid(spec.shape, manifest, volume.hu.shape[1:])
     window = model_window(engine)
-    model_input = manifest.preprocessing.apply(_clipped_on_grid(volume.hu, window, grid))
+    model_input = manifest.preprocessing.apply(to_model_grid(volume.hu, window, grid))
     count = model_input.shape[0]
     batch = np.concatenate([model_input, model_input[:, :, ::-1]]) if mirror_average else model_input
     del model_input  # a thin series' intermediates add up: each is dropped once used
@@ -204,29 +206,11 @@ def restore(volume: CtVolume, engine: Engine, mirror_average: bool = False) -> n
     if mirror_average:  # averaged on the model's grid: resampling is linear and mirror-symmetric
         restored = (restored[:count] + restored[count:, :, ::-1]) / 2.0
     rows, cols = volume.hu.shape[1:]
-    (top, bottom), (left, right) = _square_padding(rows, cols)
+    (top, bottom), (left, right) = square_padding(rows, cols)
     pseudo = resample_slices(restored, (top + rows + bottom, left + cols + right))
     if top + bottom + left + right:
         pseudo = np.ascontiguousarray(pseudo[:, top:top + rows, left:left + cols])
     return pseudo
-
-
-def _square_padding(rows: int, cols: int) -> tuple[tuple[int, int], tuple[int, int]]:
-    """(before, after) rows and columns that centre a rows x cols image in a square."""
-    side = max(rows, cols)
-    return ((side - rows) // 2, (side - rows + 1) // 2), ((side - cols) // 2, (side - cols + 1) // 2)
-
-
-def _clipped_on_grid(hu: np.ndarray, window: tuple[float, float], grid: tuple[int, int]) -> np.ndarray:
-    """HU clipped to the window, padded to a square and resampled to the model's grid, a few
-    slices at a time (no full-size clipped copy of a thin series)."""
-    out = np.empty((hu.shape[0], *grid), dtype=np.float32)
-    padding = ((0, 0), *_square_padding(hu.shape[1], hu.shape[2]))
-    for start in range(0, hu.shape[0], CHUNK_SLICES):
-        part = slice(start, start + CHUNK_SLICES)
-        clipped = np.pad(np.clip(hu[part], *window), padding, constant_values=window[0])
-        out[part] = resample_slices(clipped, grid)
-    return out
 
 
 def score_volume(volume: CtVolume, pseudo: np.ndarray, window: tuple[float, float],

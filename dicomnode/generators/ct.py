@@ -163,10 +163,7 @@ def brain_mask(hu: np.ndarray, pixel_spacing: tuple[float, float]) -> np.ndarray
     touch each other); the result is the same as the slice-by-slice definition (tests
     compare), and a thin series needs no whole-volume label or filter intermediates.
     """
-    mask = np.zeros(hu.shape, dtype=bool)
-    for start in range(0, hu.shape[0], CHUNK_SLICES):
-        mask[start:start + CHUNK_SLICES] = _brain_mask_slices(hu[start:start + CHUNK_SLICES], pixel_spacing)
-    return mask
+    return _by_chunks(lambda part: _brain_mask_slices(part, pixel_spacing), hu, hu.shape[1:], dtype=bool)
 
 
 def _brain_mask_slices(hu: np.ndarray, pixel_spacing: tuple[float, float]) -> np.ndarray:
@@ -253,12 +250,30 @@ def resample_slices(stack: np.ndarray, shape: tuple[int, int], order: int = 1) -
     return np.asarray(out[:, : shape[0], : shape[1]], dtype=np.float32)
 
 
-def _by_chunks(resample: Callable[[np.ndarray], np.ndarray], stack: np.ndarray,
-               shape: tuple[int, int]) -> np.ndarray:
-    """`resample` applied to a few slices at a time (slices are independent: same values)."""
-    out = np.empty((stack.shape[0], *shape), dtype=np.float32)
+def to_model_grid(hu: np.ndarray, window: tuple[float, float], grid: tuple[int, int]) -> np.ndarray:
+    """What a model sees of a series: HU clipped to its window, padded with the window's low end
+    (air) to a square so the anatomy keeps its proportions, and resampled to its square grid."""
+    padding = ((0, 0), *square_padding(hu.shape[1], hu.shape[2]))
+
+    def one_chunk(part: np.ndarray) -> np.ndarray:
+        return resample_slices(np.pad(np.clip(part, *window), padding, constant_values=window[0]), grid)
+
+    return _by_chunks(one_chunk, hu, grid)
+
+
+def square_padding(rows: int, cols: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """(before, after) rows and columns that centre a rows x cols image in a square."""
+    side = max(rows, cols)
+    return ((side - rows) // 2, (side - rows + 1) // 2), ((side - cols) // 2, (side - cols + 1) // 2)
+
+
+def _by_chunks(transform: Callable[[np.ndarray], np.ndarray], stack: np.ndarray,
+               shape: tuple[int, ...], dtype: type = np.float32) -> np.ndarray:
+    """`transform` applied to a few slices at a time (slices are independent: same values), so
+    a thin series needs no whole-volume intermediates."""
+    out = np.empty((stack.shape[0], *shape), dtype=dtype)
     for start in range(0, stack.shape[0], CHUNK_SLICES):
-        out[start:start + CHUNK_SLICES] = resample(stack[start:start + CHUNK_SLICES])
+        out[start:start + CHUNK_SLICES] = transform(stack[start:start + CHUNK_SLICES])
     return out
 
 

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from dicomnode.generators.ct import resample_slices
+from dicomnode.generators.ct import resample_slices, to_model_grid
 from dicomnode.phantoms.ahead import rendered_ahead
 from dicomnode.phantoms.lesions import LESION_KINDS, kind_probabilities
 from dicomnode.phantoms.vendors import ScannerTexture
@@ -91,7 +91,7 @@ def render(
     inputs, targets, masks = study.hu, twin, study.lesion_mask
     if scanner_matrix:
         grid = (matrix, matrix)
-        inputs, targets = (resample_slices(np.clip(hu, *HU_WINDOW), grid) for hu in (inputs, targets))
+        inputs, targets = (to_model_grid(hu, HU_WINDOW, grid) for hu in (inputs, targets))
         masks = resample_slices(masks.astype(np.float32), grid) > 0  # any lesion in the block
     return StudySlices(
         inputs=window(inputs).astype(np.float16),
