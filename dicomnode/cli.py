@@ -96,6 +96,9 @@ def _parser() -> argparse.ArgumentParser:
     phantom.add_argument("--matrix", type=int, default=512, help="rows and columns (default 512)")
     phantom.add_argument("--vendor", help="scanner profile: ge, philips, siemens, or canon (kept out of "
                          "training) (default: one of the first three, drawn from the seed)")
+    phantom.add_argument("--position", default="HFS", choices=["HFS", "HFP", "FFS", "FFP", "HFDL", "HFDR"],
+                         help="patient position the slices are stored for: head or feet first, supine, "
+                         "prone or decubitus left/right (default HFS)")
     phantom.set_defaults(func=_phantom)
 
     train = sub.add_parser("train", help="train a reference model and export it to the zoo (extra [train])")
@@ -230,7 +233,7 @@ def _phantom(args: argparse.Namespace) -> int:
     from dicomnode.phantoms.commands import cmd_phantom
 
     return cmd_phantom(args.outdir, args.lesion, args.seed, args.slice_thickness, args.matrix,
-                       vendor=args.vendor, size=args.size)
+                       vendor=args.vendor, size=args.size, position=args.position)
 
 
 def _train(args: argparse.Namespace) -> int:

@@ -19,7 +19,8 @@ score 0 there are ones it cannot see at all (brain mask, floors, bone rule).
 
 Shifted conditions show how far results move away from the reference mix: the thinnest and
 thickest slices of the training mix (1 and 5 mm), and what training never saw (2 mm slices,
-a scanner profile with a smoother reconstruction and other tags, 8 HU more noise). Each
+a scanner profile with a smoother reconstruction and other tags, 8 HU more noise, a prone
+patient's slices, stored face down). Each
 re-scans the reference set's first studies (same seeds: the same heads, poses and lesions
 under the shifted scan), so the change is paired and comes with a bootstrap interval.
 All of this is phantom evidence, not clinical evidence.
@@ -73,6 +74,12 @@ class Condition:
     slice_thickness_mm: float | None = None
     vendor: str | None = None
     extra_noise_hu: float = 0.0
+    # PatientPosition the series is stored for; head first, so slices keep their order.
+    patient_position: str = "HFS"
+
+    def __post_init__(self) -> None:
+        if not self.patient_position.startswith("HF"):
+            raise ValueError(f"{self.name}: patient position {self.patient_position} is not head first")
 
 
 @dataclass
@@ -131,6 +138,7 @@ def study_plan(count: int, seed0: int, kinds: tuple[str, ...], sizes: tuple[str,
 def evaluate(engine: Engine, settings: TriageSettings, condition: Condition, count: int, seed0: int,
              matrix: int, progress: bool = True, render_workers: int = 0) -> ConditionResult:
     from dicomnode.phantoms import LESION_KINDS, SIZE_CLASSES
+    from dicomnode.phantoms.dicom_writer import as_stored
 
     result = ConditionResult(condition)
     plan = list(study_plan(count, seed0, LESION_KINDS, SIZE_CLASSES))
@@ -146,15 +154,16 @@ def evaluate(engine: Engine, settings: TriageSettings, condition: Condition, cou
             noise = rng.normal(0.0, condition.extra_noise_hu, study.hu.shape)
             study = replace(study, hu=_add_noise(study.hu, noise))
             twin = None if twin is None else _add_noise(twin, noise)
-        volume = _through_dicom(study)
+        volume = _through_dicom(study, condition.patient_position)
         analysis = analyse_volume(volume, engine, settings)
         if twin is None:
             result.studies.append(StudyResult(lesion, size, analysis.score, analysis.raw_ml))
             continue
         flawless = score_volume(volume, np.clip(twin, *window).astype(np.float32), window, settings)
         result.studies.append(StudyResult(lesion, size, analysis.score, analysis.raw_ml, flawless.raw_ml))
-        inside = study.brain_mask
-        truth = study.lesion_mask & inside
+        # The masks as the series is stored (the difference map is on the stored pixels).
+        inside = as_stored(condition.patient_position, study.brain_mask)
+        truth = as_stored(condition.patient_position, study.lesion_mask) & inside
         scores = analysis.difference[inside]
         labels = truth[inside]
         keep = labels | (rng.random(labels.size) < _PIXELS_PER_STUDY / max(labels.size, 1))
@@ -171,12 +180,12 @@ def _add_noise(hu: np.ndarray, noise: np.ndarray) -> np.ndarray:
     return noisy
 
 
-def _through_dicom(study: PhantomStudy) -> CtVolume:
+def _through_dicom(study: PhantomStudy, position: str = "HFS") -> CtVolume:
     """The study as the node gets it: written as the vendor's DICOM series and read back."""
     from dicomnode.phantoms import write_series
 
     with tempfile.TemporaryDirectory(prefix="dicomnode-evaluate-") as folder:
-        datasets = [pydicom.dcmread(path) for path in write_series(study, Path(folder))]
+        datasets = [pydicom.dcmread(path) for path in write_series(study, Path(folder), position=position)]
     volume = load_ct_volume(datasets)
     if volume.hu.shape != study.hu.shape:
         raise RuntimeError(f"phantom seed {study.seed}: read back {volume.hu.shape}, wrote {study.hu.shape}")
@@ -242,6 +251,7 @@ def conditions(unseen_vendors: list[str]) -> list[Condition]:
         Condition("2 mm slices (not in training)", slice_thickness_mm=2.0),
         *[Condition(f"vendor {v} (not in training)", vendor=v) for v in unseen_vendors],
         Condition("noise +8 HU (not in training)", extra_noise_hu=8.0),
+        Condition("prone patient (not in training)", patient_position="HFP"),
     ]
 
 

@@ -185,15 +185,18 @@ def restore(volume: CtVolume, engine: Engine, mirror_average: bool = False) -> n
     """The pseudo-healthy volume in HU (clipped to the model's window), on the volume's grid.
 
     With `mirror_average`, the mean of the model's output on the slices and on their
-    left-right mirror images (flipped back), run as one batch. A rectangular image is padded
-    with air to a square before it is resampled to the (square) model grid, so the anatomy
-    keeps its proportions, and cropped back after.
+    left-right mirror images (flipped back), run as one batch. Slices stored turned (a prone or
+    decubitus patient) are turned to the view the model was trained on and back. A rectangular
+    field of view (or rectangular pixels) is padded with air to a square before it is resampled
+    to the (square) model grid, so the anatomy keeps its proportions, and cropped back after.
     """
     manifest = engine.manifest
     spec = manifest.inputs[0]
     grid = _model_grid(spec.shape, manifest, volume.hu.shape[1:])
     window = model_window(engine)
-    model_input = manifest.preprocessing.apply(to_model_grid(volume.hu, window, grid))
+    turned = volume.turn.apply(volume.hu)
+    spacing = volume.turn.spacing(volume.pixel_spacing)
+    model_input = manifest.preprocessing.apply(to_model_grid(turned, window, grid, spacing))
     count = model_input.shape[0]
     batch = np.concatenate([model_input, model_input[:, :, ::-1]]) if mirror_average else model_input
     del model_input  # a thin series' intermediates add up: each is dropped once used
@@ -205,11 +208,12 @@ def restore(volume: CtVolume, engine: Engine, mirror_average: bool = False) -> n
     restored = np.clip(manifest.preprocessing.invert(restored), *window)
     if mirror_average:  # averaged on the model's grid: resampling is linear and mirror-symmetric
         restored = (restored[:count] + restored[count:, :, ::-1]) / 2.0
-    rows, cols = volume.hu.shape[1:]
-    (top, bottom), (left, right) = square_padding(rows, cols)
+    rows, cols = turned.shape[1:]
+    (top, bottom), (left, right) = square_padding(rows, cols, spacing)
     pseudo = resample_slices(restored, (top + rows + bottom, left + cols + right))
     if top + bottom + left + right:
-        pseudo = np.ascontiguousarray(pseudo[:, top:top + rows, left:left + cols])
+        pseudo = pseudo[:, top:top + rows, left:left + cols]
+    return np.ascontiguousarray(volume.turn.undo(pseudo))
     return pseudo
 
 

@@ -27,6 +27,49 @@ class SeriesRejected(DicomNodeError):
 
 
 @dataclass(frozen=True)
+class InPlaneTurn:
+    """How stored slices are turned to the view models are trained on: the patient's anterior
+    at the top, the patient's left on the right (a supine, head-first patient's radiological view).
+
+    A prone patient's slices arrive upside down, a decubitus patient's on their side; the
+    orientation says so (ImageOrientationPatient), and a model shown them as stored sees a
+    head it never learnt and restores it badly (healthy heads scored critical).
+    """
+
+    transpose: bool = False  # rows and columns swapped (decubitus)
+    flip_rows: bool = False  # then top and bottom swapped
+    flip_columns: bool = False  # then left and right swapped
+
+    @classmethod
+    def of(cls, orientation: np.ndarray) -> InPlaneTurn:
+        """From ImageOrientationPatient: along a row, then down a column, in LPS patient axes."""
+        along_row, down_column = orientation[:3], orientation[3:]
+        transpose = bool(abs(along_row[1]) > abs(along_row[0]))
+        if transpose:
+            along_row, down_column = down_column, along_row
+        return cls(transpose, bool(down_column[1] < 0), bool(along_row[0] < 0))
+
+    def apply(self, stack: np.ndarray) -> np.ndarray:
+        """(slices, rows, columns) as stored -> as the model sees them (a view, no copy)."""
+        if self.transpose:
+            stack = stack.transpose(0, 2, 1)
+        return stack[:, ::-1 if self.flip_rows else 1, ::-1 if self.flip_columns else 1]
+
+    def undo(self, stack: np.ndarray) -> np.ndarray:
+        """The inverse of `apply` (a view, no copy)."""
+        stack = stack[:, ::-1 if self.flip_rows else 1, ::-1 if self.flip_columns else 1]
+        return stack.transpose(0, 2, 1) if self.transpose else stack
+
+    def spacing(self, pixel_spacing: tuple[float, float]) -> tuple[float, float]:
+        """(row, column) spacing of the turned slices."""
+        return (pixel_spacing[1], pixel_spacing[0]) if self.transpose else pixel_spacing
+
+    @property
+    def needed(self) -> bool:
+        return self.transpose or self.flip_rows or self.flip_columns
+
+
+@dataclass(frozen=True)
 class CtVolume:
     """Slices ordered by position along the slice normal, in HU, with their datasets."""
 
@@ -39,6 +82,7 @@ class CtVolume:
     slice_extents: tuple[float, ...] = ()
     # (start, end) positions (mm along the slice normal) of gaps where a slice may be missing.
     suspected_gaps: tuple[tuple[float, float], ...] = ()
+    turn: InPlaneTurn = InPlaneTurn()  # from stored slices to the view models are trained on
 
     def slice_voxel_ml(self) -> np.ndarray:
         """The volume of one voxel of each slice (ml): protocols with thinner slices at the
@@ -70,10 +114,11 @@ def load_ct_volume(datasets: Sequence[Dataset], *, min_slices: int = 3) -> CtVol
         raise SeriesRejected("multi-frame CT is not supported")
     if len(images) < min_slices:
         raise SeriesRejected(f"{len(images)} slice(s); at least {min_slices} are needed")
-    normal = _slice_normal(images[0])
+    orientation = _orientation(images[0])
     for ds in images[1:]:
-        if not np.allclose(_slice_normal(ds), normal, atol=1e-3):
+        if not np.allclose(_orientation(ds), orientation, atol=1e-3):
             raise SeriesRejected("slices have different orientations")
+    normal = _slice_normal(orientation)
     if abs(normal[2]) < _AXIAL_TOLERANCE:
         raise SeriesRejected("not an axial series (slice normal is not along the patient's z axis)")
     positions = [float(np.dot(normal, _position(ds))) for ds in images]
@@ -96,8 +141,12 @@ def load_ct_volume(datasets: Sequence[Dataset], *, min_slices: int = 3) -> CtVol
     extents = np.empty(len(ordered))
     extents[0], extents[-1] = gaps[0], gaps[-1]
     extents[1:-1] = (gaps[:-1] + gaps[1:]) / 2.0
+    turn = InPlaneTurn.of(orientation)
+    if turn.needed:
+        log.info("slices are stored turned (%s): models see them turned to the supine head-first view",
+                 turn)
     return CtVolume(hu, ordered, (spacing[0], spacing[1]), float(np.median(gaps)),
-                    tuple(float(e) for e in extents), suspected)
+                    tuple(float(e) for e in extents), suspected, turn)
 
 
 def suspected_missing_slices(positions: np.ndarray, gaps: np.ndarray) -> tuple[tuple[float, float], ...]:
@@ -118,13 +167,17 @@ def suspected_missing_slices(positions: np.ndarray, gaps: np.ndarray) -> tuple[t
     return tuple(found)
 
 
-def _slice_normal(ds: Dataset) -> np.ndarray:
+def _orientation(ds: Dataset) -> np.ndarray:
     try:
         iop = np.asarray([float(v) for v in ds.ImageOrientationPatient], dtype=float)
     except (AttributeError, TypeError, ValueError) as exc:
         raise SeriesRejected("ImageOrientationPatient is missing or invalid") from exc
     if iop.shape != (6,):
         raise SeriesRejected("ImageOrientationPatient must have 6 values")
+    return iop
+
+
+def _slice_normal(iop: np.ndarray) -> np.ndarray:
     normal = np.cross(iop[:3], iop[3:])
     norm = np.linalg.norm(normal)
     if norm < 1e-6:
@@ -250,10 +303,12 @@ def resample_slices(stack: np.ndarray, shape: tuple[int, int], order: int = 1) -
     return np.asarray(out[:, : shape[0], : shape[1]], dtype=np.float32)
 
 
-def to_model_grid(hu: np.ndarray, window: tuple[float, float], grid: tuple[int, int]) -> np.ndarray:
+def to_model_grid(hu: np.ndarray, window: tuple[float, float], grid: tuple[int, int],
+                  pixel_spacing: tuple[float, float] = (1.0, 1.0)) -> np.ndarray:
     """What a model sees of a series: HU clipped to its window, padded with the window's low end
-    (air) to a square so the anatomy keeps its proportions, and resampled to its square grid."""
-    padding = ((0, 0), *square_padding(hu.shape[1], hu.shape[2]))
+    (air) to a square field of view so the anatomy keeps its proportions, and resampled to its
+    square grid."""
+    padding = ((0, 0), *square_padding(hu.shape[1], hu.shape[2], pixel_spacing))
 
     def one_chunk(part: np.ndarray) -> np.ndarray:
         return resample_slices(np.pad(np.clip(part, *window), padding, constant_values=window[0]), grid)
@@ -261,10 +316,14 @@ def to_model_grid(hu: np.ndarray, window: tuple[float, float], grid: tuple[int, 
     return _by_chunks(one_chunk, hu, grid)
 
 
-def square_padding(rows: int, cols: int) -> tuple[tuple[int, int], tuple[int, int]]:
-    """(before, after) rows and columns that centre a rows x cols image in a square."""
-    side = max(rows, cols)
-    return ((side - rows) // 2, (side - rows + 1) // 2), ((side - cols) // 2, (side - cols + 1) // 2)
+def square_padding(rows: int, cols: int, pixel_spacing: tuple[float, float] = (1.0, 1.0),
+                   ) -> tuple[tuple[int, int], tuple[int, int]]:
+    """(before, after) rows and columns that centre a rows x cols image in a square field of
+    view (in mm: rectangular pixels give a rectangular pixel count)."""
+    side_mm = max(rows * pixel_spacing[0], cols * pixel_spacing[1])
+    pad_rows = max(round(side_mm / pixel_spacing[0]) - rows, 0)
+    pad_cols = max(round(side_mm / pixel_spacing[1]) - cols, 0)
+    return (pad_rows // 2, (pad_rows + 1) // 2), (pad_cols // 2, (pad_cols + 1) // 2)
 
 
 def _by_chunks(transform: Callable[[np.ndarray], np.ndarray], stack: np.ndarray,

@@ -22,6 +22,7 @@ def cmd_phantom(
     *,
     vendor: str | None = None,
     size: str | None = None,
+    position: str = "HFS",
 ) -> int:
     """Generate one phantom study and write it as DICOM; returns the exit status."""
     if lesion is not None and lesion not in LESION_KINDS:
@@ -35,7 +36,7 @@ def cmd_phantom(
     except (ValueError, KeyError) as exc:
         print(f"error: {exc}")
         return 2
-    paths = write_series(study, Path(outdir), seed=seed, vendor=vendor)
+    paths = write_series(study, Path(outdir), seed=seed, vendor=vendor, position=position)
     what = (
         "healthy head"
         if lesion is None
@@ -44,7 +45,7 @@ def cmd_phantom(
     dz, _, dx = study.spacing
     print(
         f"wrote {len(paths)} CT images to {outdir}: seed {seed}, {what}, {study.vendor} profile, "
-        f"{study.shape[1]}x{study.shape[2]} at {dx:.3f} mm, {dz:g} mm slices "
+        f"{study.shape[1]}x{study.shape[2]} at {dx:.3f} mm, {dz:g} mm slices, patient {position} "
         f"({time.monotonic() - start:.1f} s)"
     )
     print("synthetic phantom data - NOT FOR DIAGNOSIS")

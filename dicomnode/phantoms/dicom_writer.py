@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,25 @@ IMPLEMENTATION_UID = "1.2.826.0.1.3680043.8.498.1"
 _EPOCH = dt.datetime(2024, 1, 1, 7, 0, 0)
 
 
+# How a scanner stores the slices of a patient lying each way (PatientPosition): its
+# ImageOrientationPatient, and the stored pixels from those of the supine head-first view (the
+# patient's anterior at the top, left on the right) in which phantoms are built.
+PATIENT_POSITIONS: dict[str, tuple[tuple[int, ...], Callable[[np.ndarray], np.ndarray]]] = {
+    "HFS": ((1, 0, 0, 0, 1, 0), lambda supine: supine),
+    "HFP": ((-1, 0, 0, 0, -1, 0), lambda supine: supine[::-1, ::-1]),  # prone: face down
+    "FFS": ((-1, 0, 0, 0, 1, 0), lambda supine: supine[:, ::-1]),  # seen from the head
+    "FFP": ((1, 0, 0, 0, -1, 0), lambda supine: supine[::-1, :]),
+    "HFDL": ((0, -1, 0, 1, 0, 0), lambda supine: supine[::-1].T),  # lying on the left side
+    "HFDR": ((0, 1, 0, -1, 0, 0), lambda supine: supine[:, ::-1].T),
+}
+
+
+def as_stored(position: str, stack: np.ndarray) -> np.ndarray:
+    """(slices, rows, columns) in the supine head-first view -> as stored for `position`."""
+    to_stored = PATIENT_POSITIONS[position][1]
+    return np.stack([to_stored(image) for image in stack])
+
+
 def _uid(*parts: object) -> str:
     return str(generate_uid(entropy_srcs=["dicomnode-phantom", *[str(p) for p in parts]]))
 
@@ -35,11 +55,21 @@ def write_series(
     seed: int | None = None,
     vendor: str | None = None,
     accession: str | None = None,
+    position: str = "HFS",
 ) -> list[Path]:
-    """Write one file per slice into `outdir` (created); returns the paths, slice order."""
+    """Write one file per slice into `outdir` (created); returns the paths, slice order.
+
+    `position` is the PatientPosition the slices are stored for (PATIENT_POSITIONS): the
+    same head, as a scanner stores it for a patient lying that way."""
+    if position not in PATIENT_POSITIONS:
+        choices = ", ".join(PATIENT_POSITIONS)
+        raise ValueError(f"unknown patient position {position!r}; choose one of {choices}")
     seed = study.seed if seed is None else seed
     profile = vendor_profile(vendor or study.vendor)
-    key = (seed, study.lesion_kind, study.lesion_size, study.shape, study.spacing, profile.key)
+    key: tuple[object, ...] = (seed, study.lesion_kind, study.lesion_size, study.shape, study.spacing,
+                               profile.key)
+    if position != "HFS":  # the supine head-first series keeps the UIDs it always had
+        key = (*key, position)
     study_uid = _uid("study", *key)
     series_uid = _uid("series", *key)
     frame_uid = _uid("frame", *key)
@@ -49,7 +79,7 @@ def write_series(
     current = int(rng.integers(*profile.tube_current_ma))
     paths: list[Path] = []
     for k in range(study.shape[0]):
-        ds = _slice_dataset(study, profile, k, when, current)
+        ds = _slice_dataset(study, profile, k, when, current, position)
         ds.StudyInstanceUID = study_uid
         ds.SeriesInstanceUID = series_uid
         ds.FrameOfReferenceUID = frame_uid
@@ -66,7 +96,7 @@ def write_series(
 
 
 def _slice_dataset(
-    study: PhantomStudy, profile: VendorProfile, k: int, when: dt.datetime, current: int
+    study: PhantomStudy, profile: VendorProfile, k: int, when: dt.datetime, current: int, position: str
 ) -> Dataset:
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = CTImageStorage
@@ -96,7 +126,7 @@ def _slice_dataset(
     ds.PatientBirthDate = ""
     ds.PatientSex = "O"
     ds.PatientAge = "060Y"
-    ds.PatientPosition = "HFS"
+    ds.PatientPosition = position
     ds.StudyID = "1"
     ds.SeriesNumber = 2
     ds.AcquisitionNumber = 1
@@ -120,14 +150,19 @@ def _slice_dataset(
     ds.SpacingBetweenSlices = f"{dz:g}"
     x0, y0, z0 = study.origin
     z = z0 + k * dz
-    ds.ImagePositionPatient = [f"{x0:.4f}", f"{y0:.4f}", f"{z:.4f}"]
-    ds.ImageOrientationPatient = ["1", "0", "0", "0", "1", "0"]
+    orientation, to_stored = PATIENT_POSITIONS[position]
+    # The first stored pixel is the supine view's pixel (row, column) that lands there.
+    supine_rows, supine_cols = np.indices((rows, cols))
+    row, col = int(to_stored(supine_rows)[0, 0]), int(to_stored(supine_cols)[0, 0])
+    ds.ImagePositionPatient = [f"{x0 + col * dx:.4f}", f"{y0 + row * dy:.4f}", f"{z:.4f}"]
+    ds.ImageOrientationPatient = [str(v) for v in orientation]
     ds.SliceLocation = f"{z:.4f}"
     ds.PositionReferenceIndicator = ""
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.Rows, ds.Columns = rows, cols
-    ds.PixelSpacing = [f"{dy:.6f}", f"{dx:.6f}"]
+    transposed = orientation[0] == 0
+    ds.Rows, ds.Columns = (cols, rows) if transposed else (rows, cols)
+    ds.PixelSpacing = [f"{dx:.6f}", f"{dy:.6f}"] if transposed else [f"{dy:.6f}", f"{dx:.6f}"]
     ds.BitsAllocated = 16
     ds.BitsStored = 16 if profile.pixel_representation else 12
     ds.HighBit = ds.BitsStored - 1
@@ -144,7 +179,7 @@ def _slice_dataset(
     ds.WindowCenterWidthExplanation = (
         list(profile.window_explanation) if len(profile.windows) > 1 else (profile.window_explanation[0])
     )
-    stored = study.hu[k].astype(np.int32) - int(profile.rescale_intercept)
+    stored = to_stored(study.hu[k]).astype(np.int32) - int(profile.rescale_intercept)
     if profile.pixel_representation:
         pixels = np.clip(stored, -32768, 32767).astype(np.int16)
     else:

@@ -3,7 +3,8 @@
 `identity` restores nothing, so every anomaly map is empty; `clip45` caps every value at
 45 HU (healthy parenchyma), so exactly the hyperdense blood shows as anomalous; `floor35`
 raises every value to at least 35 HU, so exactly a hypodense infarct shows; `leftcap45`
-does what `clip45` does on the left half of the image only: a model that errs on one side.
+does what `clip45` does on the left half of the image only: a model that errs on one side;
+`cornercap45` does it on the top right quarter only, so it tells every turn of an image apart.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from dicomnode.generators.anomaly_triage import (
     restore,
 )
 from dicomnode.generators.ct import load_ct_volume
+from dicomnode.phantoms.dicom_writer import PATIENT_POSITIONS
 from tests.support.dciodvfy import validate
 from tests.support.dicomdata import ct_series
 from tests.support.sr import walk
@@ -77,6 +79,10 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> EngineRegistry:
     left_cap[..., :32] = cap
     _write_model(zoo, "leftcap45", [helper.make_node("Min", ["image", "cap"], ["restored"])],
                  [helper.make_tensor("cap", TensorProto.FLOAT, left_cap.shape, left_cap.ravel())])
+    corner_cap = np.ones((1, 1, 64, 64), dtype=np.float32)
+    corner_cap[..., :32, 32:] = cap
+    _write_model(zoo, "cornercap45", [helper.make_node("Min", ["image", "cap"], ["restored"])],
+                 [helper.make_tensor("cap", TensorProto.FLOAT, corner_cap.shape, corner_cap.ravel())])
     floor = (35.0 - WINDOW[0]) / (WINDOW[1] - WINDOW[0])
     _write_model(zoo, "floor35", [helper.make_node("Max", ["image", "floor"], ["restored"])],
                  [helper.make_tensor("floor", TensorProto.FLOAT, [], [floor])])
@@ -203,6 +209,42 @@ def test_a_rectangular_image_is_padded_to_a_square_not_stretched(registry: Engin
     assert restored.shape == wide.hu.shape
     assert np.array_equal(restored, restore(square, engine, mirror_average=True)[:, 8:-8])
     assert analyse_volume(wide, engine, TriageSettings(model="leftcap45")).slice_scores[2] > 0
+
+
+@pytest.mark.parametrize("position", sorted(PATIENT_POSITIONS))
+@pytest.mark.parametrize("mirror_average", [False, True])
+def test_slices_stored_turned_are_restored_as_the_model_sees_a_supine_head(
+        registry: EngineRegistry, tmp_path: Path, position: str, mirror_average: bool) -> None:
+    # The model learnt heads with the face at the top; a prone patient's slices arrive upside
+    # down, and shown as stored a real model restores them badly. The orientation tag says so.
+    orientation, turn = PATIENT_POSITIONS[position]  # tested against the patient's geometry
+    supine = head_series(tmp_path / "supine", {2, 3})
+    turned = head_series(tmp_path / "turned", {2, 3})
+    for ds in turned:
+        ds.ImageOrientationPatient = list(orientation)
+        ds.PixelData = np.ascontiguousarray(turn(ds.pixel_array)).tobytes()
+    engine = registry.get("cornercap45")
+    supine_volume, turned_volume = load_ct_volume(supine), load_ct_volume(turned)
+    expected = dict(zip((ds.InstanceNumber for ds in supine_volume.datasets),
+                        restore(supine_volume, engine, mirror_average), strict=True))
+    restored = restore(turned_volume, engine, mirror_average)
+    for ds, image in zip(turned_volume.datasets, restored, strict=True):  # feet first: reversed order
+        assert np.array_equal(image, turn(expected[ds.InstanceNumber]))
+    settings = TriageSettings(model="cornercap45", mirror_average=mirror_average, noise_floor_hu=4.0)
+    raw_ml = analyse(supine, engine, settings).raw_ml
+    assert raw_ml > 0
+    assert analyse(turned, engine, settings).raw_ml == pytest.approx(raw_ml, rel=1e-5)
+
+
+def test_rectangular_pixels_are_resampled_to_square_ones(registry: EngineRegistry, tmp_path: Path) -> None:
+    # The same head sampled twice as finely along the rows: the model sees the same image.
+    series = head_series(tmp_path / "in", {2})
+    volume = load_ct_volume(series)
+    fine = replace(volume, hu=np.repeat(volume.hu, 2, axis=2),
+                   pixel_spacing=(volume.pixel_spacing[0], volume.pixel_spacing[1] / 2))
+    engine = registry.get("cornercap45")
+    expected = ct.resample_slices(restore(volume, engine), fine.hu.shape[1:])
+    assert np.array_equal(restore(fine, engine), expected)
 
 
 def test_settings_are_validated_naming_the_key() -> None:

@@ -126,3 +126,28 @@ def test_calibration_heads_are_rendered_at_the_matrix_scanners_send() -> None:
     chosen = _parser().parse_args(
         ["evaluate", "anomaly_triage", "--calibrate", "3", "--calibration-matrix", "128"])
     assert chosen.calibration_matrix == 128
+
+
+def test_a_prone_patient_is_scored_as_the_same_patient_supine() -> None:
+    pytest.importorskip("nilearn")
+    from dicomnode.engines import EngineRegistry
+    from dicomnode.evaluation import Condition, evaluate
+    from dicomnode.generators.anomaly_triage import TriageSettings
+
+    config = load_config(None)
+    registry = EngineRegistry(config.engines, config.node.data_dir)
+    try:
+        engine = registry.get("anomaly_triage")
+        settings = TriageSettings.from_params(config.anomaly_triage)
+        supine, prone = (evaluate(engine, settings, Condition(position, slice_thickness_mm=5.0,
+                                                                patient_position=position),
+                                  2, HELD_OUT_SEED, 256, progress=False) for position in ("HFS", "HFP"))
+    finally:
+        registry.close()
+    assert [s.raw_ml for s in prone.studies] == pytest.approx([s.raw_ml for s in supine.studies], rel=1e-5)
+    assert supine.studies[1].raw_ml > 0
+    # the lesion masks are turned as the stored slices are: the same overlap with the anomaly map
+    assert prone.dice_sums == pytest.approx(supine.dice_sums, rel=1e-5)
+    assert supine.dice_sums.max() > 0
+    with pytest.raises(ValueError, match="FFS is not head first"):
+        Condition("feet first", patient_position="FFS")

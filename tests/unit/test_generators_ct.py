@@ -12,6 +12,7 @@ from pydicom.pixels import get_decoder
 from pydicom.uid import JPEG2000Lossless
 
 from dicomnode.generators.ct import (
+    InPlaneTurn,
     SeriesRejected,
     bone_beside,
     brain_mask,
@@ -215,3 +216,19 @@ def test_resample_gives_the_values_of_a_linear_zoom(source: tuple[int, int], tar
     zoomed = ndimage.zoom(stack, factors, order=1, grid_mode=True, mode="nearest")
     zoomed = zoomed[:, : target[0], : target[1]]
     assert np.array_equal(resample_slices(stack, target), zoomed.astype(np.float32))
+
+
+@pytest.mark.parametrize(("orientation", "expected"), [
+    ([1, 0, 0, 0, 1, 0], InPlaneTurn()),  # supine, head first
+    ([1, 0, 0, 0, 0.940, -0.342], InPlaneTurn()),  # 20 degrees of gantry tilt
+    ([-1, 0, 0, 0, -1, 0], InPlaneTurn(flip_rows=True, flip_columns=True)),  # prone
+    ([-1, 0, 0, 0, 1, 0], InPlaneTurn(flip_columns=True)),  # feet first, left on the left
+    ([0, -1, 0, 1, 0, 0], InPlaneTurn(transpose=True, flip_rows=True)),  # decubitus
+])
+def test_the_turn_to_the_supine_view_is_read_from_the_orientation(
+        series: list[Dataset], orientation: list[float], expected: InPlaneTurn) -> None:
+    for ds in series:
+        ds.ImageOrientationPatient = orientation
+    volume = load_ct_volume(series)
+    assert volume.turn == expected
+    assert np.array_equal(volume.turn.undo(volume.turn.apply(volume.hu)), volume.hu)

@@ -19,6 +19,7 @@ from dicomnode.phantoms import (
     SIZE_CLASS_ML,
     UNSEEN_VENDORS,
     VENDORS,
+    PhantomStudy,
     make_pair,
     make_study,
     write_series,
@@ -154,6 +155,35 @@ def test_write_series_is_a_consistent_ct_series(tmp_path: Path) -> None:
     again = [pydicom.dcmread(p) for p in write_series(study, tmp_path / "b", seed=8)]
     assert [d.SOPInstanceUID for d in again] == [d.SOPInstanceUID for d in datasets]
     assert again[0].StudyInstanceUID == first.StudyInstanceUID
+
+
+@pytest.mark.parametrize("position", ["HFS", "HFP", "FFS", "FFP", "HFDL", "HFDR"])
+def test_each_patient_position_stores_the_same_head_where_its_orientation_says(
+        healthy: object, tmp_path: Path, position: str) -> None:
+    # Every stored pixel, placed in the patient by ImagePositionPatient, ImageOrientationPatient
+    # and PixelSpacing, holds the value the supine phantom has at that place.
+    study = healthy
+    assert isinstance(study, PhantomStudy)
+    paths = write_series(study, tmp_path / position, position=position)
+    _, dy, dx = study.spacing
+    x0, y0, _ = study.origin
+    for k in (0, len(paths) // 2):
+        ds = pydicom.dcmread(paths[k])
+        assert ds.PatientPosition == position
+        along_row, down_column = np.reshape([float(v) for v in ds.ImageOrientationPatient], (2, 3))
+        row_spacing, column_spacing = (float(v) for v in ds.PixelSpacing)
+        rows, columns = np.indices((ds.Rows, ds.Columns))
+        place = (np.asarray([float(v) for v in ds.ImagePositionPatient])
+                 + columns[..., None] * column_spacing * along_row
+                 + rows[..., None] * row_spacing * down_column)
+        supine_rows = np.rint((place[..., 1] - y0) / dy).astype(int)
+        supine_cols = np.rint((place[..., 0] - x0) / dx).astype(int)
+        assert np.allclose(place[..., 2], study.origin[2] + k * study.spacing[0])
+        assert np.array_equal(apply_rescale(ds.pixel_array, ds), study.hu[k][supine_rows, supine_cols])
+    supine = pydicom.dcmread(write_series(study, tmp_path / "supine")[0])
+    assert (pydicom.dcmread(paths[0]).SeriesInstanceUID == supine.SeriesInstanceUID) == (position == "HFS")
+    with pytest.raises(ValueError, match="unknown patient position 'SUPINE'"):
+        write_series(study, tmp_path / "bad", position="SUPINE")
 
 
 def test_vendor_profiles_differ(tmp_path: Path) -> None:
