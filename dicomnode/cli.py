@@ -99,6 +99,8 @@ def _parser() -> argparse.ArgumentParser:
     phantom.add_argument("--position", default="HFS", choices=["HFS", "HFP", "FFS", "FFP", "HFDL", "HFDR"],
                          help="patient position the slices are stored for: head or feet first, supine, "
                          "prone or decubitus left/right (default HFS)")
+    phantom.add_argument("--field-of-view", type=float, metavar="MM",
+                         help="reconstruction field of view (default: drawn from the seed, 220-270 mm)")
     phantom.set_defaults(func=_phantom)
 
     train = sub.add_parser("train", help="train a reference model and export it to the zoo (extra [train])")
@@ -233,7 +235,8 @@ def _phantom(args: argparse.Namespace) -> int:
     from dicomnode.phantoms.commands import cmd_phantom
 
     return cmd_phantom(args.outdir, args.lesion, args.seed, args.slice_thickness, args.matrix,
-                       vendor=args.vendor, size=args.size, position=args.position)
+                       vendor=args.vendor, size=args.size, position=args.position,
+                       field_of_view=args.field_of_view)
 
 
 def _train(args: argparse.Namespace) -> int:

@@ -72,6 +72,10 @@ class Preprocessing:
     normalize: Literal["none", "unit", "symmetric", "zscore"] = "none"
     mean: float = 0.0
     std: float = 1.0
+    # (narrowest, widest) reconstruction field of view (mm) the model was trained on: a wider
+    # image is cropped around the head, a narrower one padded with air, so that the anatomy
+    # reaches the model's grid at a scale it knows.
+    field_of_view_mm: tuple[float, float] | None = None
 
     def apply(self, hu: np.ndarray) -> np.ndarray:
         x = np.asarray(hu, dtype=np.float32)
@@ -325,9 +329,20 @@ def _parse_tensors(
 def _parse_preprocessing(v: _Validator, raw: Any) -> Preprocessing:
     if not isinstance(raw, dict):
         raise v.error("preprocessing", "expected a mapping")
-    unknown = sorted(str(k) for k in raw if k not in {"hu_window", "normalize"})
+    known = ("hu_window", "normalize", "field_of_view_mm")
+    unknown = sorted(str(k) for k in raw if k not in known)
     if unknown:
-        raise v.error(f"preprocessing.{unknown[0]}", "unknown key (known keys: hu_window, normalize)")
+        raise v.error(f"preprocessing.{unknown[0]}", f"unknown key (known keys: {', '.join(known)})")
+    fov: tuple[float, float] | None = None
+    if raw.get("field_of_view_mm") is not None:
+        f = raw["field_of_view_mm"]
+        if not isinstance(f, list) or len(f) != 2:
+            raise v.error("preprocessing.field_of_view_mm", "expected [narrowest, widest] in mm")
+        narrowest, widest = (v.number(x, "preprocessing.field_of_view_mm") for x in f)
+        if not 0 < narrowest <= widest:
+            raise v.error("preprocessing.field_of_view_mm",
+                          f"expected 0 < narrowest <= widest, got {narrowest}, {widest}")
+        fov = (narrowest, widest)
     window: tuple[float, float] | None = None
     if raw.get("hu_window") is not None:
         w = raw["hu_window"]
@@ -345,12 +360,12 @@ def _parse_preprocessing(v: _Validator, raw: Any) -> Preprocessing:
         std = v.number(norm["std"], "preprocessing.normalize.std")
         if std <= 0:
             raise v.error("preprocessing.normalize.std", "must be greater than 0")
-        return Preprocessing(window, "zscore", mean, std)
+        return Preprocessing(window, "zscore", mean, std, fov)
     if norm not in ("none", "unit", "symmetric"):
         raise v.error("preprocessing.normalize", f"{norm!r}: expected none, unit, symmetric or {{mean, std}}")
     if norm != "none" and window is None:
         raise v.error("preprocessing.normalize", f"{norm!r} needs preprocessing.hu_window")
-    return Preprocessing(window, norm)
+    return Preprocessing(window, norm, field_of_view_mm=fov)
 
 
 def _parse_training(v: _Validator, raw: Any) -> Training:

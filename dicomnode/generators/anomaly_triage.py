@@ -53,6 +53,7 @@ from dicomnode.generators.ct import (
     bone_beside,
     bone_beside_reach,
     brain_mask,
+    head_window,
     load_ct_volume,
     resample_slices,
     square_padding,
@@ -186,9 +187,11 @@ def restore(volume: CtVolume, engine: Engine, mirror_average: bool = False) -> n
 
     With `mirror_average`, the mean of the model's output on the slices and on their
     left-right mirror images (flipped back), run as one batch. Slices stored turned (a prone or
-    decubitus patient) are turned to the view the model was trained on and back. A rectangular
-    field of view (or rectangular pixels) is padded with air to a square before it is resampled
-    to the (square) model grid, so the anatomy keeps its proportions, and cropped back after.
+    decubitus patient) are turned to the view the model was trained on and back. A field of view
+    wider than the model's training (manifest `field_of_view_mm`) is cut to a window around the
+    head; a narrower or rectangular one (or rectangular pixels) is padded with air to a square
+    before it is resampled to the (square) model grid, so the anatomy keeps its scale and
+    proportions, and cropped back after.
     """
     manifest = engine.manifest
     spec = manifest.inputs[0]
@@ -196,7 +199,10 @@ def restore(volume: CtVolume, engine: Engine, mirror_average: bool = False) -> n
     window = model_window(engine)
     turned = volume.turn.apply(volume.hu)
     spacing = volume.turn.spacing(volume.pixel_spacing)
-    model_input = manifest.preprocessing.apply(to_model_grid(turned, window, grid, spacing))
+    narrowest, widest = manifest.preprocessing.field_of_view_mm or (0.0, float("inf"))
+    rows_kept, cols_kept = head_window(turned, spacing, widest)
+    head = turned[:, rows_kept, cols_kept]
+    model_input = manifest.preprocessing.apply(to_model_grid(head, window, grid, spacing, narrowest))
     count = model_input.shape[0]
     batch = np.concatenate([model_input, model_input[:, :, ::-1]]) if mirror_average else model_input
     del model_input  # a thin series' intermediates add up: each is dropped once used
@@ -208,14 +214,15 @@ def restore(volume: CtVolume, engine: Engine, mirror_average: bool = False) -> n
     restored = np.clip(manifest.preprocessing.invert(restored), *window)
     if mirror_average:  # averaged on the model's grid: resampling is linear and mirror-symmetric
         restored = (restored[:count] + restored[count:, :, ::-1]) / 2.0
-    rows, cols = turned.shape[1:]
-    (top, bottom), (left, right) = square_padding(rows, cols, spacing)
+    rows, cols = head.shape[1:]
+    (top, bottom), (left, right) = square_padding(rows, cols, spacing, narrowest)
     pseudo = resample_slices(restored, (top + rows + bottom, left + cols + right))
-    if top + bottom + left + right:
-        pseudo = pseudo[:, top:top + rows, left:left + cols]
+    pseudo = pseudo[:, top:top + rows, left:left + cols]
+    if head.shape != turned.shape:  # outside the head's window the slices are their own twin
+        whole = np.clip(turned, *window).astype(np.float32)
+        whole[:, rows_kept, cols_kept] = pseudo
+        pseudo = whole
     return np.ascontiguousarray(volume.turn.undo(pseudo))
-    return pseudo
-
 
 def score_volume(volume: CtVolume, pseudo: np.ndarray, window: tuple[float, float],
                  settings: TriageSettings) -> TriageAnalysis:

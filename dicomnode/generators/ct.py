@@ -304,11 +304,11 @@ def resample_slices(stack: np.ndarray, shape: tuple[int, int], order: int = 1) -
 
 
 def to_model_grid(hu: np.ndarray, window: tuple[float, float], grid: tuple[int, int],
-                  pixel_spacing: tuple[float, float] = (1.0, 1.0)) -> np.ndarray:
+                  pixel_spacing: tuple[float, float] = (1.0, 1.0), narrowest_mm: float = 0.0) -> np.ndarray:
     """What a model sees of a series: HU clipped to its window, padded with the window's low end
-    (air) to a square field of view so the anatomy keeps its proportions, and resampled to its
-    square grid."""
-    padding = ((0, 0), *square_padding(hu.shape[1], hu.shape[2], pixel_spacing))
+    (air) to a square field of view (at least `narrowest_mm` wide) so the anatomy keeps its
+    proportions, and resampled to its square grid."""
+    padding = ((0, 0), *square_padding(hu.shape[1], hu.shape[2], pixel_spacing, narrowest_mm))
 
     def one_chunk(part: np.ndarray) -> np.ndarray:
         return resample_slices(np.pad(np.clip(part, *window), padding, constant_values=window[0]), grid)
@@ -317,13 +317,37 @@ def to_model_grid(hu: np.ndarray, window: tuple[float, float], grid: tuple[int, 
 
 
 def square_padding(rows: int, cols: int, pixel_spacing: tuple[float, float] = (1.0, 1.0),
-                   ) -> tuple[tuple[int, int], tuple[int, int]]:
+                   narrowest_mm: float = 0.0) -> tuple[tuple[int, int], tuple[int, int]]:
     """(before, after) rows and columns that centre a rows x cols image in a square field of
-    view (in mm: rectangular pixels give a rectangular pixel count)."""
-    side_mm = max(rows * pixel_spacing[0], cols * pixel_spacing[1])
+    view (in mm: rectangular pixels give a rectangular pixel count) at least `narrowest_mm` wide."""
+    side_mm = max(rows * pixel_spacing[0], cols * pixel_spacing[1], narrowest_mm)
     pad_rows = max(round(side_mm / pixel_spacing[0]) - rows, 0)
     pad_cols = max(round(side_mm / pixel_spacing[1]) - cols, 0)
     return (pad_rows // 2, (pad_rows + 1) // 2), (pad_cols // 2, (pad_cols + 1) // 2)
+
+
+def head_window(hu: np.ndarray, pixel_spacing: tuple[float, float], widest_mm: float) -> tuple[slice, slice]:
+    """Rows and columns, at most `widest_mm` each way, centred on the skull (bone in any slice).
+
+    A field of view wider than a model was trained on shrinks the head on its grid, and lesions
+    with it (an infarct's evidence fell from 0.12 ml to nothing at 1.25 times the width); the
+    window keeps the head at a scale the model knows. Where no bone is found, the image centre.
+    """
+    kept: list[slice] = []
+    bone = None
+    for axis, spacing in ((1, pixel_spacing[0]), (2, pixel_spacing[1])):
+        size = hu.shape[axis]
+        if size * spacing <= widest_mm:
+            kept.append(slice(None))
+            continue
+        keep = round(widest_mm / spacing)
+        if bone is None:
+            bone = np.max(hu, axis=0) > BONE_HU
+        found = np.flatnonzero(bone.any(axis=2 - axis))  # rows with bone, or columns
+        centre = (found[0] + found[-1] + 1) / 2.0 if found.size else size / 2.0
+        start = int(np.clip(round(centre - keep / 2.0), 0, size - keep))
+        kept.append(slice(start, start + keep))
+    return kept[0], kept[1]
 
 
 def _by_chunks(transform: Callable[[np.ndarray], np.ndarray], stack: np.ndarray,

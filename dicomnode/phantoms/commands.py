@@ -23,6 +23,7 @@ def cmd_phantom(
     vendor: str | None = None,
     size: str | None = None,
     position: str = "HFS",
+    field_of_view: float | None = None,
 ) -> int:
     """Generate one phantom study and write it as DICOM; returns the exit status."""
     if lesion is not None and lesion not in LESION_KINDS:
@@ -31,7 +32,8 @@ def cmd_phantom(
     start = time.monotonic()
     try:
         study = make_study(
-            seed, lesion, slice_thickness_mm=slice_thickness, matrix=matrix, lesion_size=size, vendor=vendor
+            seed, lesion, slice_thickness_mm=slice_thickness, matrix=matrix, lesion_size=size, vendor=vendor,
+            field_of_view_mm=field_of_view,
         )
     except (ValueError, KeyError) as exc:
         print(f"error: {exc}")

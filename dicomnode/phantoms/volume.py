@@ -82,6 +82,7 @@ def make_study(
     lesion_size: str | None = None,
     vendor: str | None = None,
     coverage_mm: float = DEFAULT_COVERAGE_MM,
+    field_of_view_mm: float | None = None,
 ) -> PhantomStudy:
     """A synthetic non-contrast head CT; `lesion` is one of LESION_KINDS or None for a healthy head."""
     return make_pair(
@@ -92,6 +93,7 @@ def make_study(
         lesion_size=lesion_size,
         vendor=vendor,
         coverage_mm=coverage_mm,
+        field_of_view_mm=field_of_view_mm,
         healthy_twin=False,
     )[0]
 
@@ -105,6 +107,7 @@ def make_pair(
     lesion_size: str | None = None,
     vendor: str | None = None,
     coverage_mm: float = DEFAULT_COVERAGE_MM,
+    field_of_view_mm: float | None = None,
     healthy_twin: bool = True,
     slices: np.ndarray | str | None = None,
     texture: ScannerTexture | None = None,
@@ -116,6 +119,8 @@ def make_pair(
     touches and `healthy_slices` from each third of the coverage (training uses it to save
     time); `details["slices"]` lists them.
     `texture` replaces the scanner profile's noise and blur (its headers stay).
+    `field_of_view_mm` replaces the drawn reconstruction field of view (220-270 mm); the same
+    head, pose and lesion otherwise.
     """
     if lesion is not None and lesion not in LESION_KINDS:
         raise ValueError(f"unknown lesion kind {lesion!r}; expected one of {', '.join(LESION_KINDS)}")
@@ -135,7 +140,11 @@ def make_pair(
     )
     if not 0.5 <= thickness <= 10.0:
         raise ValueError(f"slice thickness must be within 0.5-10 mm, got {thickness}")
-    fov = float(scanner.uniform(220.0, 270.0))
+    fov = float(scanner.uniform(220.0, 270.0))  # drawn in any case: the later draws stay the same
+    if field_of_view_mm is not None:
+        if not 120.0 <= field_of_view_mm <= 500.0:
+            raise ValueError(f"field of view must be within 120-500 mm, got {field_of_view_mm:g}")
+        fov = float(field_of_view_mm)
     tissues = random_tissues(rng["tissues"])
     pose = _random_pose(rng["pose"])
     healthy = hu_volume(anatomy, tissues)

@@ -44,7 +44,7 @@ WINDOW = (-20.0, 120.0)
 
 
 def _write_model(zoo: Path, name: str, nodes: list[onnx.NodeProto],
-                 initializers: list[onnx.TensorProto]) -> None:
+                 initializers: list[onnx.TensorProto], field_of_view_mm: list[float] | None = None) -> None:
     folder = zoo / name
     folder.mkdir(parents=True)
     shape = ["batch", 1, 64, 64]
@@ -61,7 +61,8 @@ def _write_model(zoo: Path, name: str, nodes: list[onnx.NodeProto],
         "name": name, "version": "0.0.1", "task": "test", "sha256": file_sha256(folder / "model.onnx"),
         "inputs": [{"name": "image", **tensor}], "outputs": [{"name": "restored", **tensor}],
         "dynamic_dims": {"batch": {"min": 1, "opt": 4, "max": 16}},
-        "preprocessing": {"hu_window": list(WINDOW), "normalize": "unit"},
+        "preprocessing": {"hu_window": list(WINDOW), "normalize": "unit",
+                          **({"field_of_view_mm": field_of_view_mm} if field_of_view_mm else {})},
         "training": {"command": "none", "seed": 0, "data": "none", "date": "2026-01-01"},
     }
     (folder / "manifest.yaml").write_text(yaml.safe_dump(manifest))
@@ -81,8 +82,11 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> EngineRegistry:
                  [helper.make_tensor("cap", TensorProto.FLOAT, left_cap.shape, left_cap.ravel())])
     corner_cap = np.ones((1, 1, 64, 64), dtype=np.float32)
     corner_cap[..., :32, 32:] = cap
-    _write_model(zoo, "cornercap45", [helper.make_node("Min", ["image", "cap"], ["restored"])],
-                 [helper.make_tensor("cap", TensorProto.FLOAT, corner_cap.shape, corner_cap.ravel())])
+    for name, field_of_view in (("cornercap45", None), ("cornercap45_fov24to32", [24.0, 32.0]),
+                                ("cornercap45_fov40to48", [40.0, 48.0])):
+        _write_model(zoo, name, [helper.make_node("Min", ["image", "cap"], ["restored"])],
+                     [helper.make_tensor("cap", TensorProto.FLOAT, corner_cap.shape, corner_cap.ravel())],
+                     field_of_view)
     floor = (35.0 - WINDOW[0]) / (WINDOW[1] - WINDOW[0])
     _write_model(zoo, "floor35", [helper.make_node("Max", ["image", "floor"], ["restored"])],
                  [helper.make_tensor("floor", TensorProto.FLOAT, [], [floor])])
@@ -245,6 +249,31 @@ def test_rectangular_pixels_are_resampled_to_square_ones(registry: EngineRegistr
     engine = registry.get("cornercap45")
     expected = ct.resample_slices(restore(volume, engine), fine.hu.shape[1:])
     assert np.array_equal(restore(fine, engine), expected)
+
+
+def test_a_wider_field_of_view_is_cut_around_the_head(registry: EngineRegistry, tmp_path: Path) -> None:
+    # 64 pixels of 0.5 mm: a 32 mm field of view, the widest the model knows. Sent with 16 more
+    # pixels of air on every side (48 mm), the model sees the same 32 mm around the skull.
+    volume = load_ct_volume(head_series(tmp_path / "in", {2}))
+    wide = replace(volume, hu=np.pad(volume.hu, ((0, 0), (16, 16), (16, 16)), constant_values=-1000.0))
+    engine = registry.get("cornercap45_fov24to32")
+    restored = restore(wide, engine, mirror_average=True)
+    expected = restore(volume, engine, mirror_average=True)
+    assert np.array_equal(restored[:, 16:-16, 16:-16], expected)
+    outside = np.ones(wide.hu.shape, dtype=bool)
+    outside[:, 16:-16, 16:-16] = False
+    assert np.array_equal(restored[outside], np.clip(wide.hu[outside], *WINDOW))  # its own twin
+    # Without the field of view in its manifest, the model sees the head shrunk by a third.
+    assert not np.allclose(restore(wide, registry.get("cornercap45"), mirror_average=True)[:, 16:-16, 16:-16],
+                           expected, atol=1.0)
+
+
+def test_a_narrower_field_of_view_is_padded_with_air(registry: EngineRegistry, tmp_path: Path) -> None:
+    # 32 mm sent to a model that knows 40-48 mm: seen as if the scanner had sent 40 mm.
+    volume = load_ct_volume(head_series(tmp_path / "in", {2}))
+    wider = replace(volume, hu=np.pad(volume.hu, ((0, 0), (8, 8), (8, 8)), constant_values=-1000.0))
+    engine = registry.get("cornercap45_fov40to48")
+    assert np.array_equal(restore(volume, engine), restore(wider, engine)[:, 8:-8, 8:-8])
 
 
 def test_settings_are_validated_naming_the_key() -> None:

@@ -16,6 +16,7 @@ from dicomnode.generators.ct import (
     SeriesRejected,
     bone_beside,
     brain_mask,
+    head_window,
     load_ct_volume,
     resample_slices,
 )
@@ -232,3 +233,17 @@ def test_the_turn_to_the_supine_view_is_read_from_the_orientation(
     volume = load_ct_volume(series)
     assert volume.turn == expected
     assert np.array_equal(volume.turn.undo(volume.turn.apply(volume.hu)), volume.hu)
+
+
+def test_the_head_window_keeps_the_skull_within_the_widest_field_of_view() -> None:
+    hu = np.full((3, 80, 120), -1000.0, dtype=np.float32)  # 1 mm pixels: 80 x 120 mm
+    yy, xx = np.mgrid[:80, :120]
+    hu[1][np.abs(np.hypot(yy - 30, xx - 85) - 18) < 2] = 1000.0  # a skull off to one side
+    rows, cols = head_window(hu, (1.0, 1.0), 60.0)
+    assert (rows.stop - rows.start, cols.stop - cols.start) == (60, 60)
+    assert (hu[:, rows, cols] > 300).sum() == (hu > 300).sum() > 0  # all the bone is inside
+    assert cols.start > 30  # moved towards the skull, not the image centre
+    assert head_window(hu, (1.0, 1.0), 120.0) == (slice(None), slice(None))
+    assert head_window(hu, (0.5, 0.5), 60.0) == (slice(None), slice(None))  # 40 x 60 mm
+    air = np.full((1, 80, 120), -1000.0, dtype=np.float32)
+    assert head_window(air, (1.0, 1.0), 60.0) == (slice(10, 70), slice(30, 90))  # no bone: the centre

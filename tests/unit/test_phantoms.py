@@ -310,3 +310,15 @@ def test_rendered_ahead_keeps_the_order_and_reads_an_endless_plan_only_as_taken(
     assert len(drawn) == 3 + 2 * 2  # the three taken and four rendering ahead
     results.close()  # stops the workers: nothing waits on the rest
     assert len(drawn) == 7
+
+
+def test_a_field_of_view_can_replace_the_drawn_one(healthy: object) -> None:
+    assert isinstance(healthy, PhantomStudy)
+    wide = make_study(11, None, slice_thickness_mm=5.0, matrix=256, field_of_view_mm=360.0)
+    assert wide.spacing[1:] == pytest.approx((360.0 / 256, 360.0 / 256))
+    assert wide.vendor == healthy.vendor and wide.shape == healthy.shape  # the same scan otherwise
+    # the same head: its brain fills the same volume at either pixel size
+    ml = [s.brain_mask.sum() * np.prod(s.spacing) / 1000 for s in (healthy, wide)]
+    assert ml[1] == pytest.approx(ml[0], rel=0.03)
+    with pytest.raises(ValueError, match="field of view must be within 120-500 mm, got 600"):
+        make_study(11, None, matrix=256, field_of_view_mm=600.0)
