@@ -224,6 +224,7 @@ def restore(volume: CtVolume, engine: Engine, mirror_average: bool = False) -> n
         pseudo = whole
     return np.ascontiguousarray(volume.turn.undo(pseudo))
 
+
 def score_volume(volume: CtVolume, pseudo: np.ndarray, window: tuple[float, float],
                  settings: TriageSettings) -> TriageAnalysis:
     """Anomaly map, slice and study scores from a volume and its pseudo-healthy twin.

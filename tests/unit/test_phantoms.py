@@ -186,6 +186,14 @@ def test_each_patient_position_stores_the_same_head_where_its_orientation_says(
         write_series(study, tmp_path / "bad", position="SUPINE")
 
 
+@pytest.mark.parametrize("position", ["HFP", "FFS", "HFDL"])
+def test_series_stored_for_other_positions_pass_dciodvfy(healthy: object, tmp_path: Path,
+                                                         position: str) -> None:
+    require_dciodvfy()
+    assert isinstance(healthy, PhantomStudy)
+    assert validate(write_series(healthy, tmp_path, position=position)[0]) == []
+
+
 def test_vendor_profiles_differ(tmp_path: Path) -> None:
     require_dciodvfy()
     profiles = {**VENDORS, **UNSEEN_VENDORS}
