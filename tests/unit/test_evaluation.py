@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -151,3 +152,18 @@ def test_a_prone_patient_is_scored_as_the_same_patient_supine() -> None:
     assert supine.dice_sums.max() > 0
     with pytest.raises(ValueError, match="FFS is not head first"):
         Condition("feet first", patient_position="FFS")
+
+
+def test_writing_into_the_card_keeps_the_commentary_around_the_tables(tmp_path: Path) -> None:
+    from dicomnode.evaluation import write_into_card
+
+    card = tmp_path / "card.md"
+    card.write_text("# model\n\n## Evaluation\n\nold tables\n\n## Limits\n\n- phantoms only\n")
+    write_into_card(card, "tables of run 1")  # a card without generated tables yet
+    assert "old tables" not in card.read_text() and "tables of run 1" in card.read_text()
+    card.write_text(card.read_text().replace("## Limits", "How to read them: by hand.\n\n## Limits"))
+    write_into_card(card, "tables of run 2")
+    text = card.read_text()
+    assert "tables of run 1" not in text and "tables of run 2" in text
+    assert text.index("tables of run 2") < text.index("How to read them: by hand.") < text.index("## Limits")
+    assert text.endswith("- phantoms only\n")
