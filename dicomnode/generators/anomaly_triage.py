@@ -202,6 +202,11 @@ def restore(volume: CtVolume, engine: Engine, mirror_average: bool = False) -> n
     narrowest, widest = manifest.preprocessing.field_of_view_mm or (0.0, float("inf"))
     rows_kept, cols_kept = head_window(turned, spacing, widest)
     head = turned[:, rows_kept, cols_kept]
+    width_mm = max(turned.shape[1] * spacing[0], turned.shape[2] * spacing[1])
+    if width_mm > widest or width_mm < narrowest:
+        log.info("field of view %.0f mm, outside the %.0f-%.0f mm the model was trained on: it sees %s",
+                 width_mm, narrowest, widest, "a window around the skull" if width_mm > widest else
+                 "the image padded with air")
     model_input = manifest.preprocessing.apply(to_model_grid(head, window, grid, spacing, narrowest))
     count = model_input.shape[0]
     batch = np.concatenate([model_input, model_input[:, :, ::-1]]) if mirror_average else model_input

@@ -68,6 +68,12 @@ class InPlaneTurn:
     def needed(self) -> bool:
         return self.transpose or self.flip_rows or self.flip_columns
 
+    def __str__(self) -> str:
+        steps = [step for done, step in ((self.transpose, "rows and columns swapped"),
+                                         (self.flip_rows, "top and bottom swapped"),
+                                         (self.flip_columns, "left and right swapped")) if done]
+        return ", then ".join(steps) or "as stored"
+
 
 @dataclass(frozen=True)
 class CtVolume:
@@ -143,8 +149,7 @@ def load_ct_volume(datasets: Sequence[Dataset], *, min_slices: int = 3) -> CtVol
     extents[1:-1] = (gaps[:-1] + gaps[1:]) / 2.0
     turn = InPlaneTurn.of(orientation)
     if turn.needed:
-        log.info("slices are stored turned (%s): models see them turned to the supine head-first view",
-                 turn)
+        log.info("slices are stored turned: models see them with %s (the supine head-first view)", turn)
     return CtVolume(hu, ordered, (spacing[0], spacing[1]), float(np.median(gaps)),
                     tuple(float(e) for e in extents), suspected, turn)
 
