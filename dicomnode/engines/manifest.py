@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -333,25 +334,10 @@ def _parse_preprocessing(v: _Validator, raw: Any) -> Preprocessing:
     unknown = sorted(str(k) for k in raw if k not in known)
     if unknown:
         raise v.error(f"preprocessing.{unknown[0]}", f"unknown key (known keys: {', '.join(known)})")
-    fov: tuple[float, float] | None = None
-    if raw.get("field_of_view_mm") is not None:
-        f = raw["field_of_view_mm"]
-        if not isinstance(f, list) or len(f) != 2:
-            raise v.error("preprocessing.field_of_view_mm", "expected [narrowest, widest] in mm")
-        narrowest, widest = (v.number(x, "preprocessing.field_of_view_mm") for x in f)
-        if not 0 < narrowest <= widest:
-            raise v.error("preprocessing.field_of_view_mm",
-                          f"expected 0 < narrowest <= widest, got {narrowest}, {widest}")
-        fov = (narrowest, widest)
-    window: tuple[float, float] | None = None
-    if raw.get("hu_window") is not None:
-        w = raw["hu_window"]
-        if not isinstance(w, list) or len(w) != 2:
-            raise v.error("preprocessing.hu_window", "expected [low, high] in HU")
-        low, high = (v.number(x, "preprocessing.hu_window") for x in w)
-        if not low < high:
-            raise v.error("preprocessing.hu_window", f"low must be below high, got {low}, {high}")
-        window = (low, high)
+    fov = _pair(v, raw, "field_of_view_mm", "[narrowest, widest] in mm", lambda low, high: 0 < low <= high,
+                "expected 0 < narrowest <= widest")
+    window = _pair(v, raw, "hu_window", "[low, high] in HU", lambda low, high: low < high,
+                   "low must be below high")
     norm = raw.get("normalize", "none")
     if isinstance(norm, dict):
         if set(norm) != {"mean", "std"}:
@@ -366,6 +352,21 @@ def _parse_preprocessing(v: _Validator, raw: Any) -> Preprocessing:
     if norm != "none" and window is None:
         raise v.error("preprocessing.normalize", f"{norm!r} needs preprocessing.hu_window")
     return Preprocessing(window, norm, field_of_view_mm=fov)
+
+
+def _pair(v: _Validator, raw: dict[str, Any], key: str, expected: str,
+          valid: Callable[[float, float], bool], invalid: str) -> tuple[float, float] | None:
+    """preprocessing.KEY as two numbers, or None where it is absent."""
+    if raw.get(key) is None:
+        return None
+    name = f"preprocessing.{key}"
+    values = raw[key]
+    if not isinstance(values, list) or len(values) != 2:
+        raise v.error(name, f"expected {expected}")
+    low, high = (v.number(x, name) for x in values)
+    if not valid(low, high):
+        raise v.error(name, f"{invalid}, got {low}, {high}")
+    return low, high
 
 
 def _parse_training(v: _Validator, raw: Any) -> Training:

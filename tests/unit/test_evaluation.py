@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -17,6 +19,21 @@ from dicomnode.evaluation import (
     cmd_evaluate,
     study_plan,
 )
+
+
+@pytest.fixture(scope="module")
+def shipped() -> Iterator[tuple[Any, Any]]:
+    """The shipped model's engine and default settings (phantoms need the train extra)."""
+    pytest.importorskip("nilearn")
+    from dicomnode.engines import EngineRegistry
+    from dicomnode.generators.anomaly_triage import TriageSettings
+
+    config = load_config(None)
+    registry = EngineRegistry(config.engines, config.node.data_dir)
+    try:
+        yield registry.get("anomaly_triage"), TriageSettings.from_params(config.anomaly_triage)
+    finally:
+        registry.close()
 
 
 def test_validation_results_are_kept_out_of_the_model_card(capsys: pytest.CaptureFixture[str]) -> None:
@@ -53,21 +70,12 @@ def test_studies_reach_the_pipeline_through_their_scanners_dicom(vendor: str) ->
     assert volume.pixel_spacing == pytest.approx(study.spacing[1:])
 
 
-def test_the_evaluation_scores_lesions_as_a_flawless_generator_would() -> None:
-    pytest.importorskip("nilearn")
-    from dicomnode.engines import EngineRegistry
+def test_the_evaluation_scores_lesions_as_a_flawless_generator_would(shipped: tuple[Any, Any]) -> None:
     from dicomnode.evaluation import Condition, evaluate, render
-    from dicomnode.generators.anomaly_triage import TriageSettings
 
-    config = load_config(None)
-    registry = EngineRegistry(config.engines, config.node.data_dir)
-    try:
-        engine = registry.get("anomaly_triage")
-        settings = TriageSettings.from_params(config.anomaly_triage)
-        result = evaluate(engine, settings, Condition("5 mm", slice_thickness_mm=5.0), 2, HELD_OUT_SEED, 256,
-                          progress=False)
-    finally:
-        registry.close()
+    engine, settings = shipped
+    result = evaluate(engine, settings, Condition("5 mm", slice_thickness_mm=5.0), 2, HELD_OUT_SEED, 256,
+                      progress=False)
     healthy, lesion = result.studies
     assert healthy.lesion is None and lesion.lesion is not None
     # scored against its own lesion-free twin, the lesion is all that differs
@@ -92,29 +100,20 @@ def test_the_evaluation_scores_lesions_as_a_flawless_generator_would() -> None:
     assert "flawless generator 1.000" in text
 
 
-def test_rendering_ahead_in_a_worker_gives_the_same_evaluation() -> None:
-    pytest.importorskip("nilearn")
-    from dicomnode.engines import EngineRegistry
+def test_rendering_ahead_in_a_worker_gives_the_same_evaluation(shipped: tuple[Any, Any]) -> None:
     from dicomnode.evaluation import Condition, calibrate, evaluate
-    from dicomnode.generators.anomaly_triage import TriageSettings
 
-    config = load_config(None)
-    registry = EngineRegistry(config.engines, config.node.data_dir)
+    engine, settings = shipped
     # The noise condition draws from the evaluation's own generator between studies.
     condition = Condition("noise", slice_thickness_mm=5.0, extra_noise_hu=8.0)
-    try:
-        engine = registry.get("anomaly_triage")
-        settings = TriageSettings.from_params(config.anomaly_triage)
-        here, ahead = (evaluate(engine, settings, condition, 3, HELD_OUT_SEED, 256, progress=False,
-                                render_workers=workers) for workers in (0, 1))
-        assert [s.raw_ml for s in here.studies] == [s.raw_ml for s in ahead.studies]
-        assert [s.flawless_raw_ml for s in here.studies] == [s.flawless_raw_ml for s in ahead.studies]
-        assert [s.lesion for s in here.studies] == [None, "ich", None]
-        for a, b in zip(here.pixel_scores, ahead.pixel_scores, strict=True):
-            np.testing.assert_array_equal(a, b)
-        assert calibrate(engine, settings, 1, 256, render_workers=1) == calibrate(engine, settings, 1, 256)
-    finally:
-        registry.close()
+    here, ahead = (evaluate(engine, settings, condition, 3, HELD_OUT_SEED, 256, progress=False,
+                            render_workers=workers) for workers in (0, 1))
+    assert [s.raw_ml for s in here.studies] == [s.raw_ml for s in ahead.studies]
+    assert [s.flawless_raw_ml for s in here.studies] == [s.flawless_raw_ml for s in ahead.studies]
+    assert [s.lesion for s in here.studies] == [None, "ich", None]
+    for a, b in zip(here.pixel_scores, ahead.pixel_scores, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert calibrate(engine, settings, 1, 256, render_workers=1) == calibrate(engine, settings, 1, 256)
 
 
 def test_calibration_heads_are_rendered_at_the_matrix_scanners_send() -> None:
@@ -129,22 +128,13 @@ def test_calibration_heads_are_rendered_at_the_matrix_scanners_send() -> None:
     assert chosen.calibration_matrix == 128
 
 
-def test_a_prone_patient_is_scored_as_the_same_patient_supine() -> None:
-    pytest.importorskip("nilearn")
-    from dicomnode.engines import EngineRegistry
+def test_a_prone_patient_is_scored_as_the_same_patient_supine(shipped: tuple[Any, Any]) -> None:
     from dicomnode.evaluation import Condition, evaluate
-    from dicomnode.generators.anomaly_triage import TriageSettings
 
-    config = load_config(None)
-    registry = EngineRegistry(config.engines, config.node.data_dir)
-    try:
-        engine = registry.get("anomaly_triage")
-        settings = TriageSettings.from_params(config.anomaly_triage)
-        supine, prone = (evaluate(engine, settings, Condition(position, slice_thickness_mm=5.0,
-                                                                patient_position=position),
-                                  2, HELD_OUT_SEED, 256, progress=False) for position in ("HFS", "HFP"))
-    finally:
-        registry.close()
+    engine, settings = shipped
+    supine, prone = (evaluate(engine, settings, Condition(position, slice_thickness_mm=5.0,
+                                                            patient_position=position),
+                              2, HELD_OUT_SEED, 256, progress=False) for position in ("HFS", "HFP"))
     assert [s.raw_ml for s in prone.studies] == pytest.approx([s.raw_ml for s in supine.studies], rel=1e-5)
     assert supine.studies[1].raw_ml > 0
     # the lesion masks are turned as the stored slices are: the same overlap with the anomaly map
