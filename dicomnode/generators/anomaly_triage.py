@@ -53,10 +53,9 @@ from dicomnode.generators.ct import (
     bone_beside,
     bone_beside_reach,
     brain_mask,
+    from_model_grid,
     head_window,
     load_ct_volume,
-    resample_slices,
-    square_padding,
     to_model_grid,
 )
 from dicomnode.outputs import (
@@ -195,7 +194,7 @@ def restore(volume: CtVolume, engine: Engine, mirror_average: bool = False) -> n
     """
     manifest = engine.manifest
     spec = manifest.inputs[0]
-    grid = _model_grid(spec.shape, manifest, volume.hu.shape[1:])
+    grid = _model_grid(spec.shape, manifest)
     window = model_window(engine)
     turned = volume.turn.apply(volume.hu)
     spacing = volume.turn.spacing(volume.pixel_spacing)
@@ -219,10 +218,7 @@ def restore(volume: CtVolume, engine: Engine, mirror_average: bool = False) -> n
     restored = np.clip(manifest.preprocessing.invert(restored), *window)
     if mirror_average:  # averaged on the model's grid: resampling is linear and mirror-symmetric
         restored = (restored[:count] + restored[count:, :, ::-1]) / 2.0
-    rows, cols = head.shape[1:]
-    (top, bottom), (left, right) = square_padding(rows, cols, spacing, narrowest)
-    pseudo = resample_slices(restored, (top + rows + bottom, left + cols + right))
-    pseudo = pseudo[:, top:top + rows, left:left + cols]
+    pseudo = from_model_grid(restored, (head.shape[1], head.shape[2]), spacing, narrowest)
     if head.shape != turned.shape:  # outside the head's window the slices are their own twin
         whole = np.clip(turned, *window).astype(np.float32)
         whole[:, rows_kept, cols_kept] = pseudo
@@ -291,7 +287,7 @@ def _bounding_box(mask: np.ndarray, margin: list[int]) -> tuple[slice, slice, sl
     return slice(None), slice(r0, r1), slice(c0, c1)
 
 
-def _model_grid(shape: Sequence[int | str], manifest: Any, native: tuple[int, ...]) -> tuple[int, int]:
+def _model_grid(shape: Sequence[int | str], manifest: Any) -> tuple[int, int]:
     """The model's fixed rows/columns, or the optimal ones for dynamic dimensions."""
     dims = []
     for dim in shape[-2:]:

@@ -321,6 +321,16 @@ def to_model_grid(hu: np.ndarray, window: tuple[float, float], grid: tuple[int, 
     return _by_chunks(one_chunk, hu, grid)
 
 
+def from_model_grid(stack: np.ndarray, shape: tuple[int, int],
+                    pixel_spacing: tuple[float, float] = (1.0, 1.0), narrowest_mm: float = 0.0) -> np.ndarray:
+    """The inverse of `to_model_grid`'s geometry: slices on the model's grid resampled to the
+    padded field of view and cropped to the `shape` (rows, columns) the series had (a view)."""
+    rows, cols = shape
+    (top, bottom), (left, right) = square_padding(rows, cols, pixel_spacing, narrowest_mm)
+    padded = resample_slices(stack, (top + rows + bottom, left + cols + right))
+    return padded[:, top:top + rows, left:left + cols]
+
+
 def square_padding(rows: int, cols: int, pixel_spacing: tuple[float, float] = (1.0, 1.0),
                    narrowest_mm: float = 0.0) -> tuple[tuple[int, int], tuple[int, int]]:
     """(before, after) rows and columns that centre a rows x cols image in a square field of

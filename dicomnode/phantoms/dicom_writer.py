@@ -77,9 +77,13 @@ def write_series(
     outdir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     current = int(rng.integers(*profile.tube_current_ma))
+    # The first stored pixel is the supine view's pixel (row, column) that lands there.
+    to_stored = PATIENT_POSITIONS[position][1]
+    supine_rows, supine_cols = np.indices(study.shape[1:])
+    first = (int(to_stored(supine_rows)[0, 0]), int(to_stored(supine_cols)[0, 0]))
     paths: list[Path] = []
     for k in range(study.shape[0]):
-        ds = _slice_dataset(study, profile, k, when, current, position)
+        ds = _slice_dataset(study, profile, k, when, current, position, first)
         ds.StudyInstanceUID = study_uid
         ds.SeriesInstanceUID = series_uid
         ds.FrameOfReferenceUID = frame_uid
@@ -96,7 +100,8 @@ def write_series(
 
 
 def _slice_dataset(
-    study: PhantomStudy, profile: VendorProfile, k: int, when: dt.datetime, current: int, position: str
+    study: PhantomStudy, profile: VendorProfile, k: int, when: dt.datetime, current: int, position: str,
+    first: tuple[int, int],
 ) -> Dataset:
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = CTImageStorage
@@ -151,9 +156,7 @@ def _slice_dataset(
     x0, y0, z0 = study.origin
     z = z0 + k * dz
     orientation, to_stored = PATIENT_POSITIONS[position]
-    # The first stored pixel is the supine view's pixel (row, column) that lands there.
-    supine_rows, supine_cols = np.indices((rows, cols))
-    row, col = int(to_stored(supine_rows)[0, 0]), int(to_stored(supine_cols)[0, 0])
+    row, col = first
     ds.ImagePositionPatient = [f"{x0 + col * dx:.4f}", f"{y0 + row * dy:.4f}", f"{z:.4f}"]
     ds.ImageOrientationPatient = [str(v) for v in orientation]
     ds.SliceLocation = f"{z:.4f}"
