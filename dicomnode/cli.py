@@ -101,6 +101,8 @@ def _parser() -> argparse.ArgumentParser:
                          "prone or decubitus left/right (default HFS)")
     phantom.add_argument("--field-of-view", type=float, metavar="MM",
                          help="reconstruction field of view (default: drawn from the seed, 220-270 mm)")
+    phantom.add_argument("--gantry-tilt", type=float, default=0.0, metavar="DEG",
+                         help="scan with the gantry tilted by DEG degrees, -30 to 30 (default 0)")
     phantom.set_defaults(func=_phantom)
 
     train = sub.add_parser("train", help="train a reference model and export it to the zoo (extra [train])")
@@ -236,7 +238,7 @@ def _phantom(args: argparse.Namespace) -> int:
 
     return cmd_phantom(args.outdir, args.lesion, args.seed, args.slice_thickness, args.matrix,
                        vendor=args.vendor, size=args.size, position=args.position,
-                       field_of_view=args.field_of_view)
+                       field_of_view=args.field_of_view, gantry_tilt=args.gantry_tilt)
 
 
 def _train(args: argparse.Namespace) -> int:

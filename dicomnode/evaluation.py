@@ -20,7 +20,8 @@ score 0 there are ones it cannot see at all (brain mask, floors, bone rule).
 Shifted conditions show how far results move away from the reference mix: the thinnest and
 thickest slices of the training mix (1 and 5 mm), and what training never saw (2 mm slices,
 a scanner profile with a smoother reconstruction and other tags, 8 HU more noise, a prone
-patient's slices, stored face down, a 360 mm field of view where training drew 220-270). Each
+patient's slices, stored face down, a 360 mm field of view where training drew 220-270, a
+gantry tilted by 20 degrees, whose sheared slices move the head from slice to slice). Each
 re-scans the reference set's first studies (same seeds: the same heads, poses and lesions
 under the shifted scan), so the change is paired and comes with a bootstrap interval.
 All of this is phantom evidence, not clinical evidence.
@@ -77,6 +78,7 @@ class Condition:
     # PatientPosition the series is stored for; head first, so slices keep their order.
     patient_position: str = "HFS"
     field_of_view_mm: float | None = None  # None: drawn per study, as in training
+    gantry_tilt_deg: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.patient_position.startswith("HF"):
@@ -147,7 +149,8 @@ def evaluate(engine: Engine, settings: TriageSettings, condition: Condition, cou
     window = model_window(engine)
     jobs = [{"seed": seed, "lesion": lesion, "slice_thickness_mm": condition.slice_thickness_mm,
              "matrix": matrix, "lesion_size": size, "vendor": condition.vendor,
-             "field_of_view_mm": condition.field_of_view_mm, "healthy_twin": lesion is not None}
+             "field_of_view_mm": condition.field_of_view_mm, "gantry_tilt_deg": condition.gantry_tilt_deg,
+             "healthy_twin": lesion is not None}
             for seed, lesion, size in plan]
     rendered = tqdm(zip(plan, _phantoms(jobs, render_workers), strict=True), total=len(plan),
                     desc=condition.name, disable=not progress, leave=False)
@@ -255,6 +258,7 @@ def conditions(unseen_vendors: list[str]) -> list[Condition]:
         Condition("noise +8 HU (not in training)", extra_noise_hu=8.0),
         Condition("prone patient (not in training)", patient_position="HFP"),
         Condition("field of view 360 mm (not in training)", field_of_view_mm=360.0),
+        Condition("gantry tilt 20 degrees (not in training)", gantry_tilt_deg=20.0),
     ]
 
 

@@ -24,6 +24,7 @@ def cmd_phantom(
     size: str | None = None,
     position: str = "HFS",
     field_of_view: float | None = None,
+    gantry_tilt: float = 0.0,
 ) -> int:
     """Generate one phantom study and write it as DICOM; returns the exit status."""
     if lesion is not None and lesion not in LESION_KINDS:
@@ -33,7 +34,7 @@ def cmd_phantom(
     try:
         study = make_study(
             seed, lesion, slice_thickness_mm=slice_thickness, matrix=matrix, lesion_size=size, vendor=vendor,
-            field_of_view_mm=field_of_view,
+            field_of_view_mm=field_of_view, gantry_tilt_deg=gantry_tilt,
         )
     except (ValueError, KeyError) as exc:
         print(f"error: {exc}")
@@ -47,7 +48,8 @@ def cmd_phantom(
     dz, _, dx = study.spacing
     print(
         f"wrote {len(paths)} CT images to {outdir}: seed {seed}, {what}, {study.vendor} profile, "
-        f"{study.shape[1]}x{study.shape[2]} at {dx:.3f} mm, {dz:g} mm slices, patient {position} "
+        f"{study.shape[1]}x{study.shape[2]} at {dx:.3f} mm, {dz:g} mm slices, patient {position}"
+        + (f", gantry tilted {gantry_tilt:g} degrees" if gantry_tilt else "") + " "
         f"({time.monotonic() - start:.1f} s)"
     )
     print("synthetic phantom data - NOT FOR DIAGNOSIS")

@@ -70,6 +70,8 @@ def write_series(
                                profile.key)
     if position != "HFS":  # the supine head-first series keeps the UIDs it always had
         key = (*key, position)
+    if study.gantry_tilt_deg:
+        key = (*key, "tilt", study.gantry_tilt_deg)
     study_uid = _uid("study", *key)
     series_uid = _uid("series", *key)
     frame_uid = _uid("frame", *key)
@@ -143,7 +145,7 @@ def _slice_dataset(
     ds.Exposure = round(current * profile.exposure_time_ms / 1000)
     ds.FilterType = profile.filter_type
     ds.ConvolutionKernel = profile.convolution_kernel
-    ds.GantryDetectorTilt = "0"
+    ds.GantryDetectorTilt = f"{study.gantry_tilt_deg:g}"
     ds.TableHeight = "150"
     ds.DataCollectionDiameter = "500"
     rows, cols = study.shape[1], study.shape[2]
@@ -153,12 +155,20 @@ def _slice_dataset(
         setattr(ds, tag, value)
     ds.SliceThickness = f"{study.slice_thickness_mm:g}"
     ds.SpacingBetweenSlices = f"{dz:g}"
-    x0, y0, z0 = study.origin
-    z = z0 + k * dz
     orientation, to_stored = PATIENT_POSITIONS[position]
     row, col = first
-    ds.ImagePositionPatient = [f"{x0 + col * dx:.4f}", f"{y0 + row * dy:.4f}", f"{z:.4f}"]
-    ds.ImageOrientationPatient = [str(v) for v in orientation]
+    # A tilted gantry turns the slice plane about the patient's left-right axis; the table still
+    # moves along z. Untilted, this is the identity (and the strings of every earlier series).
+    tilt = np.deg2rad(study.gantry_tilt_deg)
+    about_x = np.array([[1.0, 0.0, 0.0],
+                        [0.0, np.cos(tilt), -np.sin(tilt)],
+                        [0.0, np.sin(tilt), np.cos(tilt)]])
+    corner = (np.asarray(study.origin) + k * study.table_step_mm * np.array([0.0, 0.0, 1.0])
+              + about_x @ np.array([col * dx, row * dy, 0.0]))
+    z = study.origin[2] + k * study.table_step_mm  # moves with the table
+    ds.ImagePositionPatient = [f"{v:.4f}" for v in corner]
+    along_row, down_column = about_x @ np.asarray(orientation[:3]), about_x @ np.asarray(orientation[3:])
+    ds.ImageOrientationPatient = [f"{v + 0.0:.6g}" for v in (*along_row, *down_column)]
     ds.SliceLocation = f"{z:.4f}"
     ds.PositionReferenceIndicator = ""
     ds.SamplesPerPixel = 1

@@ -28,6 +28,7 @@ HU_MIN, HU_MAX = -1024, 3071
 DEFAULT_COVERAGE_MM = 160.0
 # Coverage is centred this far above the intracranial centre: skull base to vertex.
 _COVERAGE_OFFSET_MM = 10.0
+MAX_GANTRY_TILT_DEG = 30.0
 _STREAMS = ("tissues", "pose", "lesion", "noise", "scanner")
 
 
@@ -43,10 +44,12 @@ class Pose:
 class PhantomStudy:
     """One synthetic head CT. Arrays are (slices, rows, cols); slice 0 is the most inferior.
 
-    `spacing` is (slice spacing, row spacing, column spacing) in mm; `origin` is the
-    patient (LPS) position of the first voxel's centre; rows run anterior to posterior and
-    columns right to left, as in an axial DICOM image. `brain_mask` is the intracranial
-    space (inside the inner table), where the anomaly map is computed.
+    `spacing` is (slice spacing along the slice normal, row spacing, column spacing) in mm;
+    `origin` is the patient (LPS) position of the first voxel's centre; rows run anterior to
+    posterior (along LPS (0, cos t, sin t) under a gantry tilt t) and columns right to left,
+    as in an axial DICOM image; each next slice starts `table_step_mm` further along z.
+    `brain_mask` is the intracranial space (inside the inner table), where the anomaly map is
+    computed.
     """
 
     seed: int
@@ -60,7 +63,13 @@ class PhantomStudy:
     lesion_size: str | None
     lesion_volume_ml: float
     vendor: str
+    gantry_tilt_deg: float = 0.0
     details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def table_step_mm(self) -> float:
+        """How far the table moves from slice to slice: the slice spacing, or more under a tilted gantry."""
+        return self.spacing[0] / math.cos(math.radians(self.gantry_tilt_deg))
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -83,6 +92,7 @@ def make_study(
     vendor: str | None = None,
     coverage_mm: float = DEFAULT_COVERAGE_MM,
     field_of_view_mm: float | None = None,
+    gantry_tilt_deg: float = 0.0,
 ) -> PhantomStudy:
     """A synthetic non-contrast head CT; `lesion` is one of LESION_KINDS or None for a healthy head."""
     return make_pair(
@@ -94,6 +104,7 @@ def make_study(
         vendor=vendor,
         coverage_mm=coverage_mm,
         field_of_view_mm=field_of_view_mm,
+        gantry_tilt_deg=gantry_tilt_deg,
         healthy_twin=False,
     )[0]
 
@@ -108,6 +119,7 @@ def make_pair(
     vendor: str | None = None,
     coverage_mm: float = DEFAULT_COVERAGE_MM,
     field_of_view_mm: float | None = None,
+    gantry_tilt_deg: float = 0.0,
     healthy_twin: bool = True,
     slices: np.ndarray | str | None = None,
     texture: ScannerTexture | None = None,
@@ -121,6 +133,9 @@ def make_pair(
     `texture` replaces the scanner profile's noise and blur (its headers stay).
     `field_of_view_mm` replaces the drawn reconstruction field of view (220-270 mm); the same
     head, pose and lesion otherwise.
+    `gantry_tilt_deg` scans the head with the gantry tilted (slice planes rotated about the
+    patient's left-right axis, the table stepping along z): the slices are sheared, so the
+    head moves up or down the image from slice to slice. Training never tilted.
     """
     if lesion is not None and lesion not in LESION_KINDS:
         raise ValueError(f"unknown lesion kind {lesion!r}; expected one of {', '.join(LESION_KINDS)}")
@@ -145,6 +160,9 @@ def make_pair(
         if not 120.0 <= field_of_view_mm <= 500.0:
             raise ValueError(f"field of view must be within 120-500 mm, got {field_of_view_mm:g}")
         fov = float(field_of_view_mm)
+    if not -MAX_GANTRY_TILT_DEG <= gantry_tilt_deg <= MAX_GANTRY_TILT_DEG:
+        raise ValueError(
+            f"gantry tilt must be within ±{MAX_GANTRY_TILT_DEG:g} degrees, got {gantry_tilt_deg:g}")
     tissues = random_tissues(rng["tissues"])
     pose = _random_pose(rng["pose"])
     healthy = hu_volume(anatomy, tissues)
@@ -155,7 +173,8 @@ def make_pair(
         hu = healthy.copy()
         found = add_lesion(hu, anatomy, tissues, lesion, size, rng["lesion"])
     n_slices = max(1, round(coverage_mm / thickness))
-    grid = _Grid(anatomy, pose, matrix, fov, thickness, n_slices, np.arange(n_slices))
+    tilt = math.radians(gantry_tilt_deg)
+    grid = _Grid(anatomy, pose, matrix, fov, thickness, n_slices, np.arange(n_slices), tilt)
     mask = np.zeros((n_slices, matrix, matrix), dtype=bool)
     if found is not None:
         mask = grid.upsample(grid.sample_box_mean(found.fraction, found.box)) >= 0.3
@@ -163,7 +182,7 @@ def make_pair(
     volume_ml = float(mask.sum()) * voxel_ml
     if slices is not None:
         index = _pick_slices(slices, mask, n_slices, scanner, healthy_slices)
-        grid = _Grid(anatomy, pose, matrix, fov, thickness, n_slices, index)
+        grid = _Grid(anatomy, pose, matrix, fov, thickness, n_slices, index, tilt)
         mask = mask[index]
     noise = _noise(rng["noise"], (n_slices, matrix, matrix), profile, thickness)[grid.index]
     # The twin is sampled at the same coordinates: computed once for both.
@@ -184,6 +203,7 @@ def make_pair(
         lesion_size=found.size if found else None,
         lesion_volume_ml=volume_ml,
         vendor=profile.key,
+        gantry_tilt_deg=float(gantry_tilt_deg),
         details={"tissues": tissues, **(found.details if found else {}), "fov_mm": fov, "slices": grid.index},
     )
     logger.debug("phantom seed=%d lesion=%s volume=%.2f ml", seed, lesion, study.lesion_volume_ml)
@@ -257,6 +277,7 @@ class _Grid:
         thickness: float,
         n_slices: int,
         index: np.ndarray,
+        tilt: float = 0.0,
     ) -> None:
         self.anatomy = anatomy
         self.pose = pose
@@ -267,22 +288,34 @@ class _Grid:
         self.n = matrix // self.factor
         step = fov / self.n
         self.inplane = -fov / 2.0 + step / 2.0 + step * np.arange(self.n)
-        z0 = -thickness * n_slices / 2.0 + thickness / 2.0 + _COVERAGE_OFFSET_MM
+        self.cos_tilt, self.sin_tilt = math.cos(tilt), math.sin(tilt)
+        # Slices lie `thickness` apart along their normal; a tilted gantry steps the table further.
+        self.table_step = thickness / self.cos_tilt
+        z0 = -self.table_step * n_slices / 2.0 + self.table_step / 2.0 + _COVERAGE_OFFSET_MM
         self.index = index
-        self.z = z0 + thickness * index
+        self.z = z0 + self.table_step * index
         self.thickness = thickness
         self.n_sub = max(1, round(thickness / 1.25))
-        self.origin_lps = (float(-fov / 2.0 + pixel / 2.0), float(-fov / 2.0 + pixel / 2.0), float(z0))
+        first = float(-fov / 2.0 + pixel / 2.0)
+        self.origin_lps = (first, first * self.cos_tilt, float(z0) + first * self.sin_tilt)
 
-    def _coords(self, z: np.ndarray) -> np.ndarray:
-        """(3, len(z), n, n) template voxel coordinates for slice planes at scanner z (mm)."""
+    def _coords(self, z: np.ndarray, depth: np.ndarray | None = None) -> np.ndarray:
+        """(3, len(z), n, n) template voxel coordinates of slice planes through table position z
+        (mm), each moved `depth` mm along its normal (within the slab)."""
         pose, a = self.pose, self.anatomy
         inv = (pose.rotation.T / pose.scale[:, None]).astype(np.float64)
         centre = a.center
-        # Scanner RAS of a pixel: x = -LPS x (columns), y = -LPS y (rows), z = table z.
+        w = np.zeros_like(z) if depth is None else depth
+        # Scanner RAS of a pixel: x = -LPS x (columns); down a column the plane runs along
+        # LPS (0, cos t, sin t) for a gantry tilt t, and its normal is LPS (0, -sin t, cos t).
         sx = -self.inplane[None, None, :]
-        sy = -self.inplane[None, :, None]
-        sz = z[:, None, None]
+        if self.sin_tilt == 0.0:  # untilted: y = -LPS y (rows), z = table z (the phantoms of every run)
+            sy = -self.inplane[None, :, None]
+            sz = (z + w)[:, None, None]
+        else:
+            down = self.inplane[None, :, None]
+            sy = -down * self.cos_tilt + (w * self.sin_tilt)[:, None, None]
+            sz = z[:, None, None] + down * self.sin_tilt + (w * self.cos_tilt)[:, None, None]
         out = np.empty((3, len(z), self.n, self.n), dtype=np.float32)
         d = [sx - pose.translation[0], sy - pose.translation[1], sz - pose.translation[2]]
         for i in range(3):
@@ -295,16 +328,19 @@ class _Grid:
         out -= a.origin[:, None, None, None].astype(np.float32)
         return out
 
-    def _sub_z(self) -> np.ndarray:
+    def _sub_planes(self) -> tuple[np.ndarray, np.ndarray]:
+        """Table position and depth along the normal (mm) of the planes each slab is averaged over,
+        (slices, n_sub) each."""
         offsets = (np.arange(self.n_sub) + 0.5) / self.n_sub - 0.5
-        return (self.z[:, None] + offsets[None, :] * self.thickness).reshape(-1)
+        depth = np.broadcast_to(offsets[None, :] * self.thickness, (len(self.z), self.n_sub))
+        return np.broadcast_to(self.z[:, None], depth.shape), depth
 
     def sample_slabs(self, *volumes: np.ndarray) -> list[np.ndarray]:
         """Mean over each slice's thickness, (slices, n, n) for each volume."""
         outs = [np.empty((len(self.z), self.n, self.n), dtype=np.float32) for _ in volumes]
-        sub = self._sub_z().reshape(len(self.z), self.n_sub)
+        table, depth = self._sub_planes()
         for k in range(len(self.z)):
-            c = self._coords(sub[k]).reshape(3, -1)
+            c = self._coords(table[k], depth[k]).reshape(3, -1)
             for volume, out in zip(volumes, outs, strict=True):
                 vals = ndimage.map_coordinates(volume, c, order=1, cval=-1000.0, prefilter=False)
                 out[k] = vals.reshape(self.n_sub, self.n, self.n).mean(axis=0)
@@ -318,7 +354,8 @@ class _Grid:
 
     def sample_box_mean(self, fraction: np.ndarray, box: tuple[slice, slice, slice]) -> np.ndarray:
         """Slab-mean of a box-local fraction; only points that fall in the box are interpolated."""
-        c = self._coords(self._sub_z()).reshape(3, -1)
+        table, depth = self._sub_planes()
+        c = self._coords(table.reshape(-1), depth.reshape(-1)).reshape(3, -1)
         lo = np.array([s.start for s in box], dtype=np.float32)[:, None]
         hi = np.array([s.stop - 1 for s in box], dtype=np.float32)[:, None]
         inside = np.all((c >= lo) & (c <= hi), axis=0)

@@ -330,3 +330,55 @@ def test_a_field_of_view_can_replace_the_drawn_one(healthy: object) -> None:
     assert ml[1] == pytest.approx(ml[0], rel=0.03)
     with pytest.raises(ValueError, match="field of view must be within 120-500 mm, got 600"):
         make_study(11, None, matrix=256, field_of_view_mm=600.0)
+
+
+def _patient_centroid(path_mask: list[tuple[Path, np.ndarray]]) -> np.ndarray:
+    """Mean patient (LPS) position of the true pixels, each slice placed by its own geometry."""
+    points = []
+    for path, mask in path_mask:
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        along_row, down_column = np.reshape([float(v) for v in ds.ImageOrientationPatient], (2, 3))
+        row_spacing, column_spacing = (float(v) for v in ds.PixelSpacing)
+        rows, columns = np.nonzero(mask)
+        points.append(np.asarray([float(v) for v in ds.ImagePositionPatient])
+                      + columns[:, None] * column_spacing * along_row
+                      + rows[:, None] * row_spacing * down_column)
+    centroid: np.ndarray = np.concatenate(points).mean(axis=0)
+    return centroid
+
+
+@pytest.mark.parametrize("position", ["HFS", "HFP"])
+def test_a_tilted_gantry_scans_the_same_head_in_the_same_place(tmp_path: Path, position: str) -> None:
+    from dicomnode.generators.ct import load_ct_volume
+    from dicomnode.phantoms.dicom_writer import as_stored
+
+    upright, tilted = (make_study(21, "ich", slice_thickness_mm=2.5, matrix=256, lesion_size="medium",
+                                  gantry_tilt_deg=tilt) for tilt in (0.0, 20.0))
+    assert tilted.gantry_tilt_deg == 20.0
+    assert tilted.table_step_mm == pytest.approx(2.5 / np.cos(np.radians(20)))
+    assert tilted.lesion_volume_ml == pytest.approx(upright.lesion_volume_ml, rel=0.15)
+    # The sheared slices show the head somewhere else in every image ...
+    assert not np.array_equal(tilted.hu, upright.hu)
+    centroids = []
+    for study, name in ((upright, "upright"), (tilted, "tilted")):
+        paths = write_series(study, tmp_path / name, position=position)
+        masks = as_stored(position, study.lesion_mask)
+        centroids.append(_patient_centroid(list(zip(paths, masks, strict=True))))
+    # ... but placed in the patient by each slice's geometry, the lesion is where it was.
+    assert np.linalg.norm(centroids[1] - centroids[0]) < 1.5
+    datasets = [pydicom.dcmread(p) for p in sorted((tmp_path / "tilted").glob("*.dcm"))]
+    assert datasets[0].GantryDetectorTilt == 20.0
+    along_row, down_column = np.reshape([float(v) for v in datasets[0].ImageOrientationPatient], (2, 3))
+    normal = np.cross(along_row, down_column)
+    assert np.degrees(np.arccos(abs(normal[2]))) == pytest.approx(20.0, abs=1e-3)
+    volume = load_ct_volume(datasets)  # the node reads it as an axial series 2.5 mm apart
+    assert volume.slice_spacing == pytest.approx(2.5, abs=1e-3)
+    inside = tilted.brain_mask  # turned to the supine view (the vendor's storage clips air)
+    assert np.array_equal(volume.turn.apply(volume.hu)[inside], tilted.hu[inside])
+    upright_first = pydicom.dcmread(tmp_path / "upright" / "CT.0001.dcm")
+    assert datasets[0].StudyInstanceUID != upright_first.StudyInstanceUID
+    if position == "HFP":
+        require_dciodvfy()
+        assert validate(tmp_path / "tilted" / "CT.0001.dcm") == []
+    with pytest.raises(ValueError, match="gantry tilt must be within ±30 degrees, got 40"):
+        make_study(21, None, matrix=256, gantry_tilt_deg=40.0)
