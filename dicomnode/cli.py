@@ -103,6 +103,9 @@ def _parser() -> argparse.ArgumentParser:
                          help="reconstruction field of view (default: drawn from the seed, 220-270 mm)")
     phantom.add_argument("--gantry-tilt", type=float, default=0.0, metavar="DEG",
                          help="scan with the gantry tilted by DEG degrees, -30 to 30 (default 0)")
+    phantom.add_argument("--head-pitch", type=float, default=0.0, metavar="DEG",
+                         help="pitch the head DEG degrees more than the seed draws (±12), -30 to 30; "
+                         "equal to --gantry-tilt, the slices cut the head as an untilted scan does")
     phantom.set_defaults(func=_phantom)
 
     train = sub.add_parser("train", help="train a reference model and export it to the zoo (extra [train])")
@@ -238,7 +241,8 @@ def _phantom(args: argparse.Namespace) -> int:
 
     return cmd_phantom(args.outdir, args.lesion, args.seed, args.slice_thickness, args.matrix,
                        vendor=args.vendor, size=args.size, position=args.position,
-                       field_of_view=args.field_of_view, gantry_tilt=args.gantry_tilt)
+                       field_of_view=args.field_of_view, gantry_tilt=args.gantry_tilt,
+                       head_pitch=args.head_pitch)
 
 
 def _train(args: argparse.Namespace) -> int:

@@ -21,7 +21,9 @@ Shifted conditions show how far results move away from the reference mix: the th
 thickest slices of the training mix (1 and 5 mm), and what training never saw (2 mm slices,
 a scanner profile with a smoother reconstruction and other tags, 8 HU more noise, a prone
 patient's slices, stored face down, a 360 mm field of view where training drew 220-270, a
-gantry tilted by 20 degrees, whose sheared slices move the head from slice to slice). Each
+gantry tilted by 20 degrees along with the head, whose sheared slices move the head from slice
+to slice but cut it as before, and a head pitched 20 degrees either way beyond the ±12 degrees
+training drew, which cuts it differently). Each
 re-scans the reference set's first studies (same seeds: the same heads, poses and lesions
 under the shifted scan), so the change is paired and comes with a bootstrap interval.
 All of this is phantom evidence, not clinical evidence.
@@ -79,6 +81,7 @@ class Condition:
     patient_position: str = "HFS"
     field_of_view_mm: float | None = None  # None: drawn per study, as in training
     gantry_tilt_deg: float = 0.0
+    head_pitch_deg: float = 0.0  # added to the drawn pose (training drew ±12°)
 
     def __post_init__(self) -> None:
         if not self.patient_position.startswith("HF"):
@@ -150,7 +153,7 @@ def evaluate(engine: Engine, settings: TriageSettings, condition: Condition, cou
     jobs = [{"seed": seed, "lesion": lesion, "slice_thickness_mm": condition.slice_thickness_mm,
              "matrix": matrix, "lesion_size": size, "vendor": condition.vendor,
              "field_of_view_mm": condition.field_of_view_mm, "gantry_tilt_deg": condition.gantry_tilt_deg,
-             "healthy_twin": lesion is not None}
+             "head_pitch_deg": condition.head_pitch_deg, "healthy_twin": lesion is not None}
             for seed, lesion, size in plan]
     rendered = tqdm(zip(plan, _phantoms(jobs, render_workers), strict=True), total=len(plan),
                     desc=condition.name, disable=not progress, leave=False)
@@ -258,7 +261,10 @@ def conditions(unseen_vendors: list[str]) -> list[Condition]:
         Condition("noise +8 HU (not in training)", extra_noise_hu=8.0),
         Condition("prone patient (not in training)", patient_position="HFP"),
         Condition("field of view 360 mm (not in training)", field_of_view_mm=360.0),
-        Condition("gantry tilt 20 degrees (not in training)", gantry_tilt_deg=20.0),
+        Condition("gantry tilted 20 degrees with the head (not in training)", gantry_tilt_deg=20.0,
+                  head_pitch_deg=20.0),
+        Condition("head pitched +20 degrees (not in training)", head_pitch_deg=20.0),
+        Condition("head pitched -20 degrees (not in training)", head_pitch_deg=-20.0),
     ]
 
 

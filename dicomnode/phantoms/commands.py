@@ -25,6 +25,7 @@ def cmd_phantom(
     position: str = "HFS",
     field_of_view: float | None = None,
     gantry_tilt: float = 0.0,
+    head_pitch: float = 0.0,
 ) -> int:
     """Generate one phantom study and write it as DICOM; returns the exit status."""
     if lesion is not None and lesion not in LESION_KINDS:
@@ -35,6 +36,7 @@ def cmd_phantom(
         study = make_study(
             seed, lesion, slice_thickness_mm=slice_thickness, matrix=matrix, lesion_size=size, vendor=vendor,
             field_of_view_mm=field_of_view, gantry_tilt_deg=gantry_tilt,
+            head_pitch_deg=head_pitch,
         )
     except (ValueError, KeyError) as exc:
         print(f"error: {exc}")
@@ -49,7 +51,8 @@ def cmd_phantom(
     print(
         f"wrote {len(paths)} CT images to {outdir}: seed {seed}, {what}, {study.vendor} profile, "
         f"{study.shape[1]}x{study.shape[2]} at {dx:.3f} mm, {dz:g} mm slices, patient {position}"
-        + (f", gantry tilted {gantry_tilt:g} degrees" if gantry_tilt else "") + " "
+        + (f", gantry tilted {gantry_tilt:g} degrees" if gantry_tilt else "")
+        + (f", head pitched {head_pitch:+g} degrees" if head_pitch else "") + " "
         f"({time.monotonic() - start:.1f} s)"
     )
     print("synthetic phantom data - NOT FOR DIAGNOSIS")

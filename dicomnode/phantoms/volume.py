@@ -28,7 +28,7 @@ HU_MIN, HU_MAX = -1024, 3071
 DEFAULT_COVERAGE_MM = 160.0
 # Coverage is centred this far above the intracranial centre: skull base to vertex.
 _COVERAGE_OFFSET_MM = 10.0
-MAX_GANTRY_TILT_DEG = 30.0
+MAX_TURN_DEG = 30.0  # gantry tilt, and the head's pitch added to the drawn pose
 _STREAMS = ("tissues", "pose", "lesion", "noise", "scanner")
 
 
@@ -93,6 +93,7 @@ def make_study(
     coverage_mm: float = DEFAULT_COVERAGE_MM,
     field_of_view_mm: float | None = None,
     gantry_tilt_deg: float = 0.0,
+    head_pitch_deg: float = 0.0,
 ) -> PhantomStudy:
     """A synthetic non-contrast head CT; `lesion` is one of LESION_KINDS or None for a healthy head."""
     return make_pair(
@@ -105,6 +106,7 @@ def make_study(
         coverage_mm=coverage_mm,
         field_of_view_mm=field_of_view_mm,
         gantry_tilt_deg=gantry_tilt_deg,
+        head_pitch_deg=head_pitch_deg,
         healthy_twin=False,
     )[0]
 
@@ -120,6 +122,7 @@ def make_pair(
     coverage_mm: float = DEFAULT_COVERAGE_MM,
     field_of_view_mm: float | None = None,
     gantry_tilt_deg: float = 0.0,
+    head_pitch_deg: float = 0.0,
     healthy_twin: bool = True,
     slices: np.ndarray | str | None = None,
     texture: ScannerTexture | None = None,
@@ -136,6 +139,9 @@ def make_pair(
     `gantry_tilt_deg` scans the head with the gantry tilted (slice planes rotated about the
     patient's left-right axis, the table stepping along z): the slices are sheared, so the
     head moves up or down the image from slice to slice. Training never tilted.
+    `head_pitch_deg` turns the drawn pose further about the patient's left-right axis through
+    the scanner's isocentre, the way the gantry tilts: with both equal, the slices cut the head
+    as the untilted scan of the drawn pose does, only sheared. Training drew pitch within ±12°.
     """
     if lesion is not None and lesion not in LESION_KINDS:
         raise ValueError(f"unknown lesion kind {lesion!r}; expected one of {', '.join(LESION_KINDS)}")
@@ -160,11 +166,11 @@ def make_pair(
         if not 120.0 <= field_of_view_mm <= 500.0:
             raise ValueError(f"field of view must be within 120-500 mm, got {field_of_view_mm:g}")
         fov = float(field_of_view_mm)
-    if not -MAX_GANTRY_TILT_DEG <= gantry_tilt_deg <= MAX_GANTRY_TILT_DEG:
-        raise ValueError(
-            f"gantry tilt must be within ±{MAX_GANTRY_TILT_DEG:g} degrees, got {gantry_tilt_deg:g}")
+    for name, angle in (("gantry tilt", gantry_tilt_deg), ("head pitch", head_pitch_deg)):
+        if not -MAX_TURN_DEG <= angle <= MAX_TURN_DEG:
+            raise ValueError(f"{name} must be within ±{MAX_TURN_DEG:g} degrees, got {angle:g}")
     tissues = random_tissues(rng["tissues"])
-    pose = _random_pose(rng["pose"])
+    pose = _pitched(_random_pose(rng["pose"]), math.radians(head_pitch_deg))
     healthy = hu_volume(anatomy, tissues)
     found: Lesion | None = None
     hu = healthy
@@ -265,6 +271,17 @@ def _random_pose(rng: np.random.Generator) -> Pose:
     )
 
 
+def _pitched(pose: Pose, angle: float) -> Pose:
+    """The head turned by `angle` about the scanner's left-right axis, as a gantry tilt of `angle`
+    turns the slice planes (LPS (0, 1, 0) towards (0, cos, sin); in RAS the opposite sense)."""
+    if angle == 0.0:
+        return pose
+    turn = np.array([[1.0, 0.0, 0.0],
+                     [0.0, math.cos(angle), math.sin(angle)],
+                     [0.0, -math.sin(angle), math.cos(angle)]])
+    return Pose(turn @ pose.rotation, turn @ pose.translation, pose.scale, pose.warp)
+
+
 class _Grid:
     """Template-voxel coordinates of the CT grid, sampled at about 1 mm in-plane and upsampled."""
 
@@ -291,7 +308,8 @@ class _Grid:
         self.cos_tilt, self.sin_tilt = math.cos(tilt), math.sin(tilt)
         # Slices lie `thickness` apart along their normal; a tilted gantry steps the table further.
         self.table_step = thickness / self.cos_tilt
-        z0 = -self.table_step * n_slices / 2.0 + self.table_step / 2.0 + _COVERAGE_OFFSET_MM
+        # Planes lie where the untilted ones do along their normal (at the isocentre).
+        z0 = (-thickness * n_slices / 2.0 + thickness / 2.0 + _COVERAGE_OFFSET_MM) / self.cos_tilt
         self.index = index
         self.z = z0 + self.table_step * index
         self.thickness = thickness

@@ -382,3 +382,26 @@ def test_a_tilted_gantry_scans_the_same_head_in_the_same_place(tmp_path: Path, p
         assert validate(tmp_path / "tilted" / "CT.0001.dcm") == []
     with pytest.raises(ValueError, match="gantry tilt must be within ±30 degrees, got 40"):
         make_study(21, None, matrix=256, gantry_tilt_deg=40.0)
+
+
+def test_a_gantry_tilted_with_the_head_cuts_it_as_the_untilted_scan_only_sheared() -> None:
+    upright, along = (make_study(21, None, slice_thickness_mm=2.5, matrix=256, gantry_tilt_deg=tilt,
+                                 head_pitch_deg=tilt) for tilt in (0.0, 20.0))
+    pitched = make_study(21, None, slice_thickness_mm=2.5, matrix=256, head_pitch_deg=20.0)
+    dy = upright.spacing[1]
+    area = upright.brain_mask.sum(axis=(1, 2))
+    kept = np.flatnonzero(area > 2000)
+    # Each slice holds the same cut through the brain ...
+    assert np.allclose(along.brain_mask.sum(axis=(1, 2))[kept], area[kept], rtol=0.01)
+    # ... moved down the image by the table's travel times the tilt's sine, slice after slice.
+    def centre_row_mm(study: PhantomStudy, k: int) -> float:
+        return float(np.nonzero(study.brain_mask[k])[0].mean() * dy)
+
+    moved = np.array([centre_row_mm(upright, k) - centre_row_mm(along, k) for k in kept])
+    slope, _ = np.polyfit(kept, moved, 1)
+    assert slope == pytest.approx(2.5 * np.tan(np.radians(20.0)), abs=0.02)
+    assert np.abs(moved - np.polyval(np.polyfit(kept, moved, 1), kept)).max() < 0.3  # pixels are 0.9-1.05 mm
+    # Pitching the head alone cuts it otherwise.
+    assert not np.allclose(pitched.brain_mask.sum(axis=(1, 2))[kept], area[kept], rtol=0.05)
+    with pytest.raises(ValueError, match="head pitch must be within ±30 degrees, got -35"):
+        make_study(21, None, matrix=256, head_pitch_deg=-35.0)
