@@ -43,6 +43,9 @@ class NodeConfig:
     max_pdu_size: int = 262144
     # Stop accepting instances while less than this many MiB are free on the spool's disk.
     min_free_mb: int = 512
+    # Days a series is kept after its last activity once all its work is delivered (and, while
+    # less than twice min_free_mb is free, less); null keeps everything (store/retention.py).
+    retention_days: float | None = 7.0
 
 
 @dataclass(frozen=True)
@@ -204,6 +207,9 @@ def _check_semantics(config: Config) -> None:
             raise ConfigError(f"{key}: must be greater than 0, got {value}")
     if config.outbox.retry_max_seconds < config.outbox.retry_start_seconds:
         raise ConfigError("outbox.retry_max_seconds: must not be below outbox.retry_start_seconds")
+    if config.node.retention_days is not None and config.node.retention_days <= 0:
+        raise ConfigError(f"node.retention_days: must be greater than 0 (or null to keep everything), "
+                          f"got {config.node.retention_days:g}")
     if config.series.release_grace_seconds < 0:
         raise ConfigError("series.release_grace_seconds: must be 0 or more")
 

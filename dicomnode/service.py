@@ -28,6 +28,7 @@ from dicomnode.series import SeriesMonitor
 from dicomnode.store import outbox
 from dicomnode.store.db import connect, initialise
 from dicomnode.store.index import Index, InstanceRecord, int_attribute
+from dicomnode.store.retention import Retention
 from dicomnode.store.spool import Spool
 from dicomnode.telemetry import Telemetry
 from dicomnode.worklist.hl7 import Hl7Notifier
@@ -60,6 +61,7 @@ class Node:
         self._jobs: JobWorker | None = None
         self._hl7: Hl7Queue | None = None
         self._web: WebServer | None = None
+        self._retention: Retention | None = None
         self._workers: dict[str, DeliveryWorker] = {}
         self._stopped = threading.Event()
 
@@ -81,6 +83,10 @@ class Node:
         self._index = Index(self.db_path)
         self._reconcile(self._index)
         self._fail_orphaned_deliveries()
+        if cfg.node.retention_days is not None:
+            self._retention = Retention(self.db_path, self._index, cfg.node.data_dir, cfg.node.retention_days,
+                                        self.spool.min_free_bytes)
+            self._retention.start()
         for name, dest in cfg.destinations.items():
             worker = DeliveryWorker(self.db_path, name, dest, cfg.node.ae_title, cfg.outbox, self.telemetry)
             self._workers[name] = worker
@@ -140,6 +146,8 @@ class Node:
             self._hl7.stop()
         if self._web is not None:
             self._web.stop()
+        if self._retention is not None:
+            self._retention.stop()
         if self._index is not None:
             self._index.close()
         log.info("node stopped; pending work resumes on the next start")

@@ -98,6 +98,13 @@ class Index:
         if uids:
             self._submit(lambda conn: _mark_released(conn, uids, at))
 
+    def write(self, op: _Op) -> object:
+        """Run `op` in a write transaction on the writer thread; its result once committed.
+
+        Ops are serialised with every `add`, so an op sees no instance half-recorded.
+        """
+        return self._submit(op).result()
+
     def _submit(self, op: _Op) -> Future[object]:
         future: Future[object] = Future()
         self._queue.put((op, future))

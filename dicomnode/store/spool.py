@@ -67,7 +67,7 @@ class Spool:
             finally:
                 os.close(fd)
             try:
-                os.link(tmp, final)  # unlike rename, never replaces an existing file
+                self._link(tmp, final)
             except FileExistsError:
                 return False
             _fsync_dir(final.parent)
@@ -80,6 +80,15 @@ class Spool:
             raise
         finally:
             tmp.unlink(missing_ok=True)
+
+    def _link(self, tmp: Path, final: Path) -> None:
+        """Link into place; unlike rename, never replaces an existing file."""
+        try:
+            os.link(tmp, final)
+        except FileNotFoundError:  # retention removed the emptied series folder meanwhile
+            final.parent.mkdir(parents=True, exist_ok=True)
+            _fsync_dir(self.root)
+            os.link(tmp, final)
 
     def quarantine_bytes(self, data: bytes, reason: str) -> Path | None:
         """Keep a rejected dataset for the administrator, with the reason beside it."""

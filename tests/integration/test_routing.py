@@ -196,3 +196,29 @@ def test_send_cli_delivers_a_folder_and_reports_refusals(tmp_path: Path, orthanc
                           capture_output=True, text=True, timeout=120)
     assert down.returncode == 1
     assert "cannot connect to NOBODY" in down.stderr
+
+
+def test_a_delivered_series_leaves_the_spool_after_retention_and_a_resend_is_forwarded_again(
+        tmp_path: Path, orthanc: Orthanc) -> None:
+    files = ct_series(tmp_path / "in", 4)
+    series_uid = pydicom.dcmread(files[0]).SeriesInstanceUID
+    retention_days = 10 / 86400  # ten seconds
+    with NodeProcess(tmp_path / "node", rules=FORWARD_CT, destinations=pacs(orthanc),
+                     node={"retention_days": retention_days}) as node:
+        spool = node.folder / "var" / "spool"
+        assert storescu(node.port, files).returncode == 0
+        wait_for(lambda: delivered_series(node, series_uid), 30, "the delivery")
+        assert len(list(spool.glob("*/*.dcm"))) == 4
+        wait_for(lambda: not list(spool.glob("*/*.dcm")), 60, "the spool emptied by retention")
+        wait_for(lambda: node.query("SELECT count(*) FROM instances") == [(0,)], 10, "the rows purged")
+        assert node.query("SELECT count(*) FROM series") == [(0,)]
+        assert node.query("SELECT state FROM outbox") == [("delivered",)]  # the history stays
+        assert "retention: purged 1 finished series (4 files" in node.log()
+        assert orthanc.count_instances() == 4
+        # The node no longer holds the series: sent again, it is new to it and forwarded again
+        # (Orthanc, which has the instances, stores nothing new).
+        assert storescu(node.port, files).returncode == 0
+        wait_for(lambda: node.query("SELECT state FROM outbox") == [("delivered",)] * 2, 30,
+                 "the resend forwarded")
+        assert node.query("SELECT count(*) FROM outbox_items") == [(4,)]
+    assert orthanc.new_instance_events() == 4
