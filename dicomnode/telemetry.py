@@ -15,9 +15,13 @@ titles of arbitrary peers or anything patient-related.
 | `outbox_pending` | `dicomnode_outbox_pending` | gauge | `destination` |
 | `delivery_failures` | `dicomnode_delivery_failures_total` | counter | `destination` |
 | `receive_to_result_seconds` | `dicomnode_receive_to_result_seconds` | histogram | - |
+| `series_purged` | `dicomnode_series_purged_total` | counter | - |
+| `disk_free_bytes` | `dicomnode_disk_free_bytes` | gauge | - |
 
 `receive_to_result_seconds` runs from the first instance of a series arriving to its
 result being on the worklist: the delay a radiologist actually experiences.
+`disk_free_bytes` is the free space under the data folder, read on every retention pass (at
+least once a minute); below `node.min_free_mb` the listener refuses instances.
 """
 
 from __future__ import annotations
@@ -72,6 +76,13 @@ class Telemetry:
         )
         self.delivery_failures = Counter(
             "dicomnode_delivery_failures", "Failed delivery attempts, by destination", ["destination"],
+            registry=r,
+        )
+        self.series_purged = Counter(
+            "dicomnode_series_purged", "Finished series removed from the spool by retention", registry=r
+        )
+        self.disk_free_bytes = Gauge(
+            "dicomnode_disk_free_bytes", "Free space under the data folder at the last retention pass",
             registry=r,
         )
         self.receive_to_result_seconds = Histogram(

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from dicomnode.store.db import connect
 from dicomnode.store.index import Index
+from dicomnode.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ class Retention:
     the retention, when shorter)."""
 
     def __init__(self, db_path: Path, index: Index, data_dir: Path, retention_days: float,
-                 min_free_bytes: int,
+                 min_free_bytes: int, telemetry: Telemetry | None = None,
                  free_bytes: Callable[[Path], int] = lambda path: shutil.disk_usage(path).free) -> None:
         self._db_path = db_path
         self._index = index
@@ -70,6 +71,7 @@ class Retention:
         # A tenth of the retention, so nothing outstays it by more; at most a minute between passes.
         self._interval = min(60.0, self._retention_seconds / 10.0)
         self._free_bytes = free_bytes
+        self._telemetry = telemetry
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="retention", daemon=True)
 
@@ -115,6 +117,9 @@ class Retention:
                 size += purged[1]
         quarantined = self._purge_quarantine(cutoff)
         report = PurgeReport(series, files, size, quarantined)
+        if self._telemetry is not None:
+            self._telemetry.series_purged.inc(series)
+            self._telemetry.disk_free_bytes.set(self._free_bytes(self._data_dir))
         if series or quarantined:
             log.info("retention: purged %d finished series (%d files, %.1f MiB) and %d quarantined "
                      "dataset(s)", series, files, size / 2**20, quarantined)

@@ -14,6 +14,7 @@ from dicomnode.store.index import Index, InstanceRecord
 from dicomnode.store.outbox import enqueue_delivery, enqueue_job, finish_delivery, mark_item
 from dicomnode.store.retention import Retention
 from dicomnode.store.spool import Spool
+from dicomnode.telemetry import Telemetry
 
 DAY = 86400.0
 NOW = 1_000 * DAY
@@ -61,8 +62,10 @@ class Node:
         self.results.write(path, b"secondary capture")
         return path
 
-    def retention(self, days: float = 7.0, min_free_bytes: int = 2**30) -> Retention:
-        return Retention(self.db, self.index, self.data_dir, days, min_free_bytes, lambda _: self.free)
+    def retention(self, days: float = 7.0, min_free_bytes: int = 2**30,
+                  telemetry: Telemetry | None = None) -> Retention:
+        return Retention(self.db, self.index, self.data_dir, days, min_free_bytes, telemetry,
+                         lambda _: self.free)
 
     def rows(self, table: str, series: str) -> int:
         column = "outbox_id IN (SELECT id FROM outbox WHERE series_uid = ?)" if table == "outbox_items" \
@@ -85,9 +88,12 @@ def test_a_finished_series_past_retention_is_purged_with_its_results(node: Node)
     node.forward("1.1", [result], at=NOW - 8 * DAY)
     kept = node.receive("1.2", 2, at=NOW - 6 * DAY)  # inside the retention
 
-    report = node.retention(days=7).run_once(NOW)
+    telemetry = Telemetry()
+    report = node.retention(days=7, telemetry=telemetry).run_once(NOW)
 
     assert (report.series, report.files) == (1, 4)
+    assert telemetry.registry.get_sample_value("dicomnode_series_purged_total") == 1
+    assert telemetry.registry.get_sample_value("dicomnode_disk_free_bytes") == node.free
     assert not any(p.exists() for p in [*paths, result])
     assert not paths[0].parent.exists() and not result.parent.exists()  # the emptied folders too
     assert all(p.exists() for p in kept)
