@@ -326,14 +326,11 @@ class _Grid:
         w = np.zeros_like(z) if depth is None else depth
         # Scanner RAS of a pixel: x = -LPS x (columns); down a column the plane runs along
         # LPS (0, cos t, sin t) for a gantry tilt t, and its normal is LPS (0, -sin t, cos t).
+        # Untilted (cos 1, sin 0) this is exactly y = -LPS y (rows), z = table z + depth.
         sx = -self.inplane[None, None, :]
-        if self.sin_tilt == 0.0:  # untilted: y = -LPS y (rows), z = table z (the phantoms of every run)
-            sy = -self.inplane[None, :, None]
-            sz = (z + w)[:, None, None]
-        else:
-            down = self.inplane[None, :, None]
-            sy = -down * self.cos_tilt + (w * self.sin_tilt)[:, None, None]
-            sz = z[:, None, None] + down * self.sin_tilt + (w * self.cos_tilt)[:, None, None]
+        down = self.inplane[None, :, None]
+        sy = -down * self.cos_tilt + (w * self.sin_tilt)[:, None, None]
+        sz = z[:, None, None] + down * self.sin_tilt + (w * self.cos_tilt)[:, None, None]
         out = np.empty((3, len(z), self.n, self.n), dtype=np.float32)
         d = [sx - pose.translation[0], sy - pose.translation[1], sz - pose.translation[2]]
         for i in range(3):

@@ -59,6 +59,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     finished_at REAL
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (destination, state, next_attempt);
+CREATE INDEX IF NOT EXISTS outbox_by_series ON outbox (series_uid);
 
 CREATE TABLE IF NOT EXISTS outbox_items (
     outbox_id INTEGER NOT NULL REFERENCES outbox (id),
@@ -84,6 +85,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     error TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, generator);
+CREATE INDEX IF NOT EXISTS jobs_by_series ON jobs (series_uid);
 
 CREATE TABLE IF NOT EXISTS hl7_outbox (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
