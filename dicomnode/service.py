@@ -86,6 +86,7 @@ class Node:
         if cfg.node.retention_days is not None:
             self._retention = Retention(self.db_path, self._index, cfg.node.data_dir, cfg.node.retention_days,
                                         self.spool.min_free_bytes, self.telemetry)
+            self.spool.on_full = self._retention.wake
             self._retention.start()
         for name, dest in cfg.destinations.items():
             worker = DeliveryWorker(self.db_path, name, dest, cfg.node.ae_title, cfg.outbox, self.telemetry)

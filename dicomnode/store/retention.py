@@ -73,13 +73,19 @@ class Retention:
         self._free_bytes = free_bytes
         self._telemetry = telemetry
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread = threading.Thread(target=self._run, name="retention", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
 
+    def wake(self) -> None:
+        """Pass now: the listener found the disk below its floor and is refusing instances."""
+        self._wake.set()
+
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread.is_alive():
             self._thread.join()
 
@@ -89,7 +95,8 @@ class Retention:
                 self.run_once(time.time())
             except Exception:  # the next pass tries again; the node keeps running
                 log.exception("retention pass failed")
-            self._stop.wait(self._interval)
+            self._wake.wait(self._interval)
+            self._wake.clear()
 
     def run_once(self, now: float) -> PurgeReport:
         """One pass: series past retention, then oldest finished ones while the disk is short."""

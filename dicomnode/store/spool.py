@@ -13,6 +13,7 @@ import os
 import shutil
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from dicomnode.errors import StorageFullError
@@ -36,6 +37,8 @@ class Spool:
         self.min_free_bytes = min_free_bytes
         self._free_checked_at = 0.0
         self._free_ok = True
+        # Called (at most once a second) while the disk is below the floor: retention makes room.
+        self.on_full: Callable[[], None] | None = None
         for folder in (self.root, self.tmp, self.quarantine):
             folder.mkdir(parents=True, exist_ok=True)
 
@@ -48,6 +51,8 @@ class Spool:
         if now - self._free_checked_at >= 1.0:
             self._free_ok = shutil.disk_usage(self.root).free >= self.min_free_bytes
             self._free_checked_at = now
+            if not self._free_ok and self.on_full is not None:
+                self.on_full()
         if not self._free_ok:
             raise StorageFullError(f"less than {self.min_free_bytes // 2**20} MiB free in {self.root}")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from dicomnode.store.outbox import enqueue_delivery, enqueue_job, finish_deliver
 from dicomnode.store.retention import Retention
 from dicomnode.store.spool import Spool
 from dicomnode.telemetry import Telemetry
+from tests.support.ports import wait_for
 
 DAY = 86400.0
 NOW = 1_000 * DAY
@@ -122,6 +124,19 @@ def test_a_series_with_work_not_handed_on_is_never_purged(node: Node, unfinished
 
     assert node.retention(days=7).run_once(NOW).series == 0
     assert all(p.exists() for p in paths) and node.rows("instances", "1.1") == 2
+
+
+def test_the_thread_passes_at_start_and_again_when_woken(node: Node) -> None:
+    first = node.receive("1.1", 1, at=time.time() - 9 * DAY)
+    retention = node.retention(days=7)  # a pass a minute
+    retention.start()
+    try:
+        wait_for(lambda: not first[0].exists(), 10, "the pass at start")
+        second = node.receive("1.2", 1, at=time.time() - 9 * DAY)
+        retention.wake()  # as the listener does when it finds the disk short
+        wait_for(lambda: not second[0].exists(), 10, "the pass on waking")
+    finally:
+        retention.stop()
 
 
 def test_retention_counts_from_the_last_delivery(node: Node) -> None:

@@ -128,6 +128,16 @@ def test_check_space_raises_when_the_floor_is_not_met(tmp_path: Path) -> None:
         spool.check_space()
 
 
+def test_check_space_calls_for_room_when_it_finds_the_disk_short(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool", min_free_bytes=2**62)
+    calls: list[bool] = []
+    spool.on_full = lambda: calls.append(True)
+    for _ in range(3):
+        with pytest.raises(StorageFullError):
+            spool.check_space()
+    assert calls == [True]  # once per real check (at most one a second), not per instance
+
+
 def test_check_space_passes_with_room(spool: Spool) -> None:
     spool.check_space()
 
