@@ -70,8 +70,8 @@ def write_series(
                                profile.key)
     if position != "HFS":  # the supine head-first series keeps the UIDs it always had
         key = (*key, position)
-    if study.gantry_tilt_deg:
-        key = (*key, "tilt", study.gantry_tilt_deg)
+    if study.gantry_tilt_deg or study.head_pitch_deg:  # another scan of the head: other UIDs
+        key = (*key, "tilt", study.gantry_tilt_deg, "pitch", study.head_pitch_deg)
     study_uid = _uid("study", *key)
     series_uid = _uid("series", *key)
     frame_uid = _uid("frame", *key)

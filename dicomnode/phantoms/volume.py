@@ -64,6 +64,7 @@ class PhantomStudy:
     lesion_volume_ml: float
     vendor: str
     gantry_tilt_deg: float = 0.0
+    head_pitch_deg: float = 0.0  # added to the drawn pose
     details: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -210,6 +211,7 @@ def make_pair(
         lesion_volume_ml=volume_ml,
         vendor=profile.key,
         gantry_tilt_deg=float(gantry_tilt_deg),
+        head_pitch_deg=float(head_pitch_deg),
         details={"tissues": tissues, **(found.details if found else {}), "fov_mm": fov, "slices": grid.index},
     )
     logger.debug("phantom seed=%d lesion=%s volume=%.2f ml", seed, lesion, study.lesion_volume_ml)

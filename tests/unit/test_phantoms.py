@@ -384,7 +384,7 @@ def test_a_tilted_gantry_scans_the_same_head_in_the_same_place(tmp_path: Path, p
         make_study(21, None, matrix=256, gantry_tilt_deg=40.0)
 
 
-def test_a_gantry_tilted_with_the_head_cuts_it_as_the_untilted_scan_only_sheared() -> None:
+def test_a_gantry_tilted_with_the_head_cuts_it_as_the_untilted_scan_only_sheared(tmp_path: Path) -> None:
     upright, along = (make_study(21, None, slice_thickness_mm=2.5, matrix=256, gantry_tilt_deg=tilt,
                                  head_pitch_deg=tilt) for tilt in (0.0, 20.0))
     pitched = make_study(21, None, slice_thickness_mm=2.5, matrix=256, head_pitch_deg=20.0)
@@ -403,5 +403,10 @@ def test_a_gantry_tilted_with_the_head_cuts_it_as_the_untilted_scan_only_sheared
     assert np.abs(moved - np.polyval(np.polyfit(kept, moved, 1), kept)).max() < 0.3  # pixels are 0.9-1.05 mm
     # Pitching the head alone cuts it otherwise.
     assert not np.allclose(pitched.brain_mask.sum(axis=(1, 2))[kept], area[kept], rtol=0.05)
+    assert pitched.head_pitch_deg == 20.0 and along.gantry_tilt_deg == 20.0
+    # Each is another scan of the head, under its own UIDs.
+    uids = {pydicom.dcmread(write_series(s, tmp_path / name)[0]).StudyInstanceUID
+            for s, name in ((upright, "upright"), (along, "along"), (pitched, "pitched"))}
+    assert len(uids) == 3
     with pytest.raises(ValueError, match="head pitch must be within ±30 degrees, got -35"):
         make_study(21, None, matrix=256, head_pitch_deg=-35.0)
