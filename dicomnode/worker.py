@@ -1,6 +1,6 @@
 """A background thread with its own database connection, woken early when there is work.
 
-The delivery workers, the job worker, the series monitor and the HL7 queue are all this:
+The delivery workers, the job worker, the series monitor, the HL7 queue and retention are all this:
 loop over `step()`, sleep for as long as it says unless woken, stop when asked.
 """
 

@@ -22,7 +22,6 @@ import contextlib
 import logging
 import shutil
 import sqlite3
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from pathlib import Path
 from dicomnode.store.db import connect
 from dicomnode.store.index import Index
 from dicomnode.telemetry import Telemetry
+from dicomnode.worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -56,14 +56,14 @@ class PurgeReport:
     quarantined: int = 0
 
 
-class Retention:
+class Retention(Worker):
     """Purges finished series on a background thread, at start and then every minute (or a tenth of
-    the retention, when shorter)."""
+    the retention, when shorter), and at once when woken (the listener found the disk short)."""
 
     def __init__(self, db_path: Path, index: Index, data_dir: Path, retention_days: float,
                  min_free_bytes: int, telemetry: Telemetry | None = None,
                  free_bytes: Callable[[Path], int] = lambda path: shutil.disk_usage(path).free) -> None:
-        self._db_path = db_path
+        super().__init__(db_path, "retention")
         self._index = index
         self._data_dir = data_dir.resolve()
         self._retention_seconds = retention_days * 86400.0
@@ -72,39 +72,19 @@ class Retention:
         self._interval = min(60.0, self._retention_seconds / 10.0)
         self._free_bytes = free_bytes
         self._telemetry = telemetry
-        self._stop = threading.Event()
-        self._wake = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="retention", daemon=True)
 
-    def start(self) -> None:
-        self._thread.start()
+    def step(self, conn: sqlite3.Connection) -> float:
+        self.run_once(time.time(), conn)
+        return self._interval
 
-    def wake(self) -> None:
-        """Pass now: the listener found the disk below its floor and is refusing instances."""
-        self._wake.set()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread.is_alive():
-            self._thread.join()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.run_once(time.time())
-            except Exception:  # the next pass tries again; the node keeps running
-                log.exception("retention pass failed")
-            self._wake.wait(self._interval)
-            self._wake.clear()
-
-    def run_once(self, now: float) -> PurgeReport:
+    def run_once(self, now: float, conn: sqlite3.Connection | None = None) -> PurgeReport:
         """One pass: series past retention, then oldest finished ones while the disk is short."""
-        conn = connect(self._db_path)
+        reader = conn or connect(self._db_path)
         try:
-            finished = conn.execute(_FINISHED_SERIES + " ORDER BY last_activity").fetchall()
+            finished = reader.execute(_FINISHED_SERIES + " ORDER BY last_activity").fetchall()
         finally:
-            conn.close()
+            if conn is None:
+                reader.close()
         cutoff = now - self._retention_seconds
         series = files = size = 0
         short_warned = False
