@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -79,13 +80,10 @@ def write_series(
     outdir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     current = int(rng.integers(*profile.tube_current_ma))
-    # The first stored pixel is the supine view's pixel (row, column) that lands there.
-    to_stored = PATIENT_POSITIONS[position][1]
-    supine_rows, supine_cols = np.indices(study.shape[1:])
-    first = (int(to_stored(supine_rows)[0, 0]), int(to_stored(supine_cols)[0, 0]))
+    placement = _Placement.of(study, position)
     paths: list[Path] = []
     for k in range(study.shape[0]):
-        ds = _slice_dataset(study, profile, k, when, current, position, first)
+        ds = _slice_dataset(study, profile, k, when, current, placement)
         ds.StudyInstanceUID = study_uid
         ds.SeriesInstanceUID = series_uid
         ds.FrameOfReferenceUID = frame_uid
@@ -101,9 +99,33 @@ def write_series(
     return paths
 
 
+@dataclass(frozen=True)
+class _Placement:
+    """Where a series' slices lie in the patient, the same for every slice of it."""
+
+    position: str  # PatientPosition
+    orientation: list[str]  # ImageOrientationPatient
+    first_pixel: np.ndarray  # LPS offset of the first stored pixel from the study's origin
+
+    @classmethod
+    def of(cls, study: PhantomStudy, position: str) -> _Placement:
+        # A tilted gantry turns the slice plane about the patient's left-right axis; the table
+        # still moves along z. Untilted, this is the identity (and the strings of every earlier
+        # series).
+        turn = study.plane_turn
+        orientation = np.reshape(PATIENT_POSITIONS[position][0], (2, 3))
+        to_stored = PATIENT_POSITIONS[position][1]
+        # The first stored pixel is the supine view's pixel (row, column) that lands there.
+        supine_rows, supine_cols = np.indices(study.shape[1:])
+        row, col = int(to_stored(supine_rows)[0, 0]), int(to_stored(supine_cols)[0, 0])
+        _, dy, dx = study.spacing
+        return cls(position, [f"{v + 0.0:.6g}" for v in (turn @ orientation.T).T.ravel()],
+                   turn @ np.array([col * dx, row * dy, 0.0]))
+
+
 def _slice_dataset(
-    study: PhantomStudy, profile: VendorProfile, k: int, when: dt.datetime, current: int, position: str,
-    first: tuple[int, int],
+    study: PhantomStudy, profile: VendorProfile, k: int, when: dt.datetime, current: int,
+    placement: _Placement,
 ) -> Dataset:
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = CTImageStorage
@@ -133,7 +155,7 @@ def _slice_dataset(
     ds.PatientBirthDate = ""
     ds.PatientSex = "O"
     ds.PatientAge = "060Y"
-    ds.PatientPosition = position
+    ds.PatientPosition = placement.position
     ds.StudyID = "1"
     ds.SeriesNumber = 2
     ds.AcquisitionNumber = 1
@@ -155,24 +177,15 @@ def _slice_dataset(
         setattr(ds, tag, value)
     ds.SliceThickness = f"{study.slice_thickness_mm:g}"
     ds.SpacingBetweenSlices = f"{dz:g}"
-    orientation, to_stored = PATIENT_POSITIONS[position]
-    row, col = first
-    # A tilted gantry turns the slice plane about the patient's left-right axis; the table still
-    # moves along z. Untilted, this is the identity (and the strings of every earlier series).
-    tilt = np.deg2rad(study.gantry_tilt_deg)
-    about_x = np.array([[1.0, 0.0, 0.0],
-                        [0.0, np.cos(tilt), -np.sin(tilt)],
-                        [0.0, np.sin(tilt), np.cos(tilt)]])
-    corner = (np.asarray(study.origin) + k * study.table_step_mm * np.array([0.0, 0.0, 1.0])
-              + about_x @ np.array([col * dx, row * dy, 0.0]))
     z = study.origin[2] + k * study.table_step_mm  # moves with the table
+    corner = np.asarray(study.origin) + np.array([0.0, 0.0, k * study.table_step_mm]) + placement.first_pixel
     ds.ImagePositionPatient = [f"{v:.4f}" for v in corner]
-    along_row, down_column = about_x @ np.asarray(orientation[:3]), about_x @ np.asarray(orientation[3:])
-    ds.ImageOrientationPatient = [f"{v + 0.0:.6g}" for v in (*along_row, *down_column)]
+    ds.ImageOrientationPatient = placement.orientation
     ds.SliceLocation = f"{z:.4f}"
     ds.PositionReferenceIndicator = ""
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"
+    orientation, to_stored = PATIENT_POSITIONS[placement.position]
     transposed = orientation[0] == 0
     ds.Rows, ds.Columns = (cols, rows) if transposed else (rows, cols)
     ds.PixelSpacing = [f"{dx:.6f}", f"{dy:.6f}"] if transposed else [f"{dy:.6f}", f"{dx:.6f}"]

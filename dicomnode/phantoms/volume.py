@@ -68,6 +68,11 @@ class PhantomStudy:
     details: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def plane_turn(self) -> np.ndarray:
+        """How the gantry tilt turns the slice plane (LPS rotation; the identity untilted)."""
+        return about_left_right(self.gantry_tilt_deg)
+
+    @property
     def table_step_mm(self) -> float:
         """How far the table moves from slice to slice: the slice spacing, or more under a tilted gantry."""
         return self.spacing[0] / math.cos(math.radians(self.gantry_tilt_deg))
@@ -171,7 +176,7 @@ def make_pair(
         if not -MAX_TURN_DEG <= angle <= MAX_TURN_DEG:
             raise ValueError(f"{name} must be within ±{MAX_TURN_DEG:g} degrees, got {angle:g}")
     tissues = random_tissues(rng["tissues"])
-    pose = _pitched(_random_pose(rng["pose"]), math.radians(head_pitch_deg))
+    pose = _pitched(_random_pose(rng["pose"]), head_pitch_deg)
     healthy = hu_volume(anatomy, tissues)
     found: Lesion | None = None
     hu = healthy
@@ -273,14 +278,24 @@ def _random_pose(rng: np.random.Generator) -> Pose:
     )
 
 
-def _pitched(pose: Pose, angle: float) -> Pose:
-    """The head turned by `angle` about the scanner's left-right axis, as a gantry tilt of `angle`
-    turns the slice planes (LPS (0, 1, 0) towards (0, cos, sin); in RAS the opposite sense)."""
-    if angle == 0.0:
+def about_left_right(angle_deg: float) -> np.ndarray:
+    """The LPS rotation by `angle_deg` about the patient's left-right axis that a gantry tilt
+    gives the slice plane: (0, 1, 0) turns towards (0, cos, sin)."""
+    angle = math.radians(angle_deg)
+    return np.array([[1.0, 0.0, 0.0],
+                     [0.0, math.cos(angle), -math.sin(angle)],
+                     [0.0, math.sin(angle), math.cos(angle)]])
+
+
+_LPS_RAS = np.diag([-1.0, -1.0, 1.0])  # flips LPS to RAS and back
+
+
+def _pitched(pose: Pose, angle_deg: float) -> Pose:
+    """The head turned through the isocentre as a gantry tilt of `angle_deg` turns the slice
+    planes (the pose lives in scanner RAS)."""
+    if angle_deg == 0.0:
         return pose
-    turn = np.array([[1.0, 0.0, 0.0],
-                     [0.0, math.cos(angle), math.sin(angle)],
-                     [0.0, -math.sin(angle), math.cos(angle)]])
+    turn = _LPS_RAS @ about_left_right(angle_deg) @ _LPS_RAS
     return Pose(turn @ pose.rotation, turn @ pose.translation, pose.scale, pose.warp)
 
 
