@@ -135,6 +135,9 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--scanner-matrix-share", type=float, default=0.0, metavar="SHARE",
                        help="share of phantoms rendered at 512x512 and resampled to the model grid as "
                             "the node resamples a scanner's series (default 0: all at the model grid)")
+    train.add_argument("--extra-pitch", type=float, default=0.0, metavar="DEG",
+                       help="pitch each phantom's head a further uniform ±DEG degrees besides its drawn "
+                            "pose's ±12 (default 0)")
     train.add_argument("--device", default="cpu", help="torch device to train on, e.g. cuda (default cpu)")
     train.add_argument("--render-workers", type=int, default=0, metavar="N",
                        help="processes rendering phantoms ahead of the training steps (default 0: "
@@ -254,7 +257,8 @@ def _train(args: argparse.Namespace) -> int:
                      huber_hu=args.huber_hu, kind_weights=args.kind_weights, vary_texture=args.vary_texture,
                      device=args.device, render_workers=args.render_workers, pool_size=args.pool_size,
                      initial_studies=args.initial_studies, refresh_every=args.refresh_every,
-                     healthy_slices=args.healthy_slices, scanner_matrix_share=args.scanner_matrix_share)
+                     healthy_slices=args.healthy_slices, scanner_matrix_share=args.scanner_matrix_share,
+                     extra_pitch=args.extra_pitch)
 
 
 def _evaluate(args: argparse.Namespace) -> int:

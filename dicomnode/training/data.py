@@ -18,6 +18,12 @@ on 256 renderings only, takes the softer anatomy for something to restore (the c
 scores lower"). Which studies are so rendered follows from their seeds alone, so a share of 0
 keeps the data of the runs before it.
 
+With `extra_pitch_deg`, each study's head is also pitched (turned about its left-right axis)
+by an angle drawn uniformly within that many degrees, on top of the drawn pose's ±12: heads lie
+flexed or extended further than that, and a scanner that does not tilt its gantry leaves the
+pitch in the slices (the card's "gantry tilted or the head pitched"). The angle follows from the
+study's seed alone, so 0 keeps the data of the runs before it.
+
 With `workers`, studies are rendered ahead by that many processes, so a GPU is not left
 waiting on one CPU core. Which studies arrive, and in which order, does not depend on the
 number of workers (any N >= 1 gives the same data), but differs from rendering in-process
@@ -38,7 +44,7 @@ from dicomnode.generators.ct import resample_slices, to_model_grid
 from dicomnode.phantoms.ahead import rendered_ahead
 from dicomnode.phantoms.lesions import LESION_KINDS, kind_probabilities
 from dicomnode.phantoms.vendors import ScannerTexture
-from dicomnode.phantoms.volume import make_pair
+from dicomnode.phantoms.volume import MAX_TURN_DEG, make_pair
 from dicomnode.training.model import HU_WINDOW
 
 logger = logging.getLogger(__name__)
@@ -75,17 +81,18 @@ def random_texture(rng: np.random.Generator) -> ScannerTexture:
 
 def render(
     seed: int, lesion: str | None, matrix: int = MODEL_MATRIX, *, vary_texture: bool = False,
-    healthy_slices: int = 1, scanner_matrix: bool = False,
+    healthy_slices: int = 1, scanner_matrix: bool = False, head_pitch_deg: float = 0.0,
 ) -> StudySlices:
     """One study's training slices: the lesion's, and `healthy_slices` from each third of the
     coverage; `lesion=None` gives identity examples only. With `scanner_matrix`, rendered at
-    SCANNER_MATRIX and resampled to `matrix` as the node resamples a series."""
+    SCANNER_MATRIX and resampled to `matrix` as the node resamples a series; `head_pitch_deg`
+    pitches the head on top of its drawn pose."""
     rng = np.random.default_rng(seed)
     thickness = float(rng.choice(THICKNESSES))
     texture = random_texture(rng) if vary_texture else None
     study, twin = make_pair(
         seed, lesion, slice_thickness_mm=thickness, matrix=SCANNER_MATRIX if scanner_matrix else matrix,
-        slices="lesion", texture=texture, healthy_slices=healthy_slices,
+        slices="lesion", texture=texture, healthy_slices=healthy_slices, head_pitch_deg=head_pitch_deg,
     )
     assert twin is not None
     inputs, targets, masks = study.hu, twin, study.lesion_mask
@@ -106,6 +113,16 @@ def at_scanner_matrix(seed: int, share: float) -> bool:
     return share > 0 and bool(np.random.default_rng([seed, 2]).random() < share)
 
 
+def extra_pitch(seed: int, limit_deg: float) -> float:
+    """Study `seed`'s extra head pitch, uniform within ±`limit_deg`, from its seed alone (its own
+    stream); 0 when `limit_deg` is 0."""
+    if not 0.0 <= limit_deg <= MAX_TURN_DEG:
+        raise ValueError(f"extra head pitch must be within 0-{MAX_TURN_DEG:g} degrees, got {limit_deg:g}")
+    if limit_deg == 0.0:
+        return 0.0
+    return float(np.random.default_rng([seed, 3]).uniform(-limit_deg, limit_deg))
+
+
 class SlicePool:
     """A bounded, refreshable pool of rendered studies from which batches are drawn."""
 
@@ -119,8 +136,10 @@ class SlicePool:
         workers: int = 0,
         healthy_slices: int = 1,
         scanner_matrix_share: float = 0.0,
+        extra_pitch_deg: float = 0.0,
     ) -> None:
         self.capacity = capacity
+        self.extra_pitch_deg = extra_pitch_deg
         self.vary_texture = vary_texture
         self.healthy_slices = healthy_slices
         self.scanner_matrix_share = scanner_matrix_share
@@ -153,8 +172,11 @@ class SlicePool:
             yield {"seed": seed, "lesion": lesion, **self._render_options(seed)}
 
     def _render_options(self, seed: int) -> dict[str, Any]:
-        return {"vary_texture": self.vary_texture, "healthy_slices": self.healthy_slices,
-                "scanner_matrix": at_scanner_matrix(seed, self.scanner_matrix_share)}
+        options: dict[str, Any] = {"vary_texture": self.vary_texture, "healthy_slices": self.healthy_slices,
+                   "scanner_matrix": at_scanner_matrix(seed, self.scanner_matrix_share)}
+        if self.extra_pitch_deg:  # left out at 0, so the render calls of earlier runs stay as they were
+            options["head_pitch_deg"] = extra_pitch(seed, self.extra_pitch_deg)
+        return options
 
     def add(self) -> None:
         """Add the next study of the plan (waiting for its render when it runs ahead in a worker)."""

@@ -154,6 +154,9 @@ def _loss_text(config: TrainConfig) -> str:
     if config.scanner_matrix_share:
         text += (f"; {config.scanner_matrix_share:.0%} of studies rendered at 512x512 and resampled to the "
                  "model grid as the node resamples a series")
+    if config.extra_pitch_deg:
+        text += (f"; each head pitched a further uniform ±{config.extra_pitch_deg:g} degrees about its "
+                 "left-right axis besides the drawn pose's ±12")
     return text
 
 

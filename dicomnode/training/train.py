@@ -60,6 +60,8 @@ class TrainConfig:
     healthy_slices: int = 1
     # Share of studies rendered at 512 and resampled to the model grid as the node does.
     scanner_matrix_share: float = 0.0
+    # Each study's head pitched by up to this many degrees besides its drawn pose (data.extra_pitch).
+    extra_pitch_deg: float = 0.0
     device: str = "cpu"  # a torch device: "cpu", "cuda", "cuda:1"
     render_workers: int = 0  # processes rendering phantoms ahead (0: in this process, between steps)
 
@@ -159,6 +161,8 @@ def train(
         run_key["healthy_slices"] = cfg.healthy_slices
     if cfg.scanner_matrix_share:  # likewise
         run_key["scanner_matrix_share"] = cfg.scanner_matrix_share
+    if cfg.extra_pitch_deg:  # likewise
+        run_key["extra_pitch_deg"] = cfg.extra_pitch_deg
     state = torch.load(ckpt, map_location="cpu", weights_only=False) if resume and ckpt.is_file() else None
     if state is not None and state.get("run") != run_key:
         # A checkpoint of another run (other seed, batch, width, start or loss) would mix two runs.
@@ -176,7 +180,7 @@ def train(
     pool = pool or SlicePool(
         seed, cfg.pool_size, kind_weights=cfg.kind_weights, vary_texture=cfg.vary_texture,
         workers=cfg.render_workers, healthy_slices=cfg.healthy_slices,
-        scanner_matrix_share=cfg.scanner_matrix_share,
+        scanner_matrix_share=cfg.scanner_matrix_share, extra_pitch_deg=cfg.extra_pitch_deg,
     )
     # A pool made here is closed here (its render workers stopped); a caller's stays open.
     pool_scope = contextlib.closing(pool) if own_pool else contextlib.nullcontext()

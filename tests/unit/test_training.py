@@ -420,3 +420,72 @@ def test_training_on_a_device_torch_lacks_is_refused_by_name(tmp_path: Path) -> 
     config.device = "cuda"
     with pytest.raises(RuntimeError, match="'cuda'"):
         train(tmp_path, steps=1, batch_size=2, seed=1, config=config, pool=tiny_pool(), progress=False)
+
+
+def test_extra_pitch_is_drawn_per_study_from_its_seed_within_the_limit() -> None:
+    from dicomnode.training.data import extra_pitch
+
+    angles = [extra_pitch(seed, 18.0) for seed in range(2000)]
+    assert angles == [extra_pitch(seed, 18.0) for seed in range(2000)]  # from the seed alone
+    assert -18.0 <= min(angles) < -16.0 and 16.0 < max(angles) <= 18.0  # the whole range
+    assert abs(float(np.mean(angles))) < 1.0  # both ways, flexed and extended
+    assert all(extra_pitch(seed, 0.0) == 0.0 for seed in range(100))
+    with pytest.raises(ValueError, match="31"):
+        extra_pitch(0, 31.0)
+    from dicomnode.training.export import _loss_text
+
+    assert "pitched a further uniform ±18 degrees" in _loss_text(TrainConfig(extra_pitch_deg=18.0))
+
+
+def test_a_pool_without_extra_pitch_renders_as_before(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dicomnode.training import data
+
+    calls: list[dict[str, object]] = []
+
+    def fake_render(seed: int, lesion: str | None, **options: object) -> StudySlices:
+        calls.append({"seed": seed, **options})
+        empty = np.zeros((1, 8, 8), dtype=np.float16)
+        return StudySlices(empty, empty, empty.astype(bool), lesion)
+
+    monkeypatch.setattr(data, "render", fake_render)
+    for limit in (0.0, 18.0):
+        pool = SlicePool(seed=0, capacity=4, extra_pitch_deg=limit)
+        for _ in range(20):
+            pool.add()
+    plain, pitched = calls[:20], calls[20:]
+    assert not any("head_pitch_deg" in c for c in plain)  # the render calls of earlier runs
+    assert [c["seed"] for c in plain] == [c["seed"] for c in pitched]  # the same studies, pitched
+    assert all(c["head_pitch_deg"] == data.extra_pitch(int(str(c["seed"])), 18.0) for c in pitched)
+
+
+def test_a_pitched_training_study_is_its_scan_with_the_head_pitched() -> None:
+    from dicomnode.phantoms.volume import make_pair
+    from dicomnode.training.data import THICKNESSES, render
+
+    pitched = render(11, "ich", head_pitch_deg=15.0)
+    thickness = float(np.random.default_rng(11).choice(THICKNESSES))
+    study, twin = make_pair(11, "ich", slice_thickness_mm=thickness, matrix=256, slices="lesion",
+                            head_pitch_deg=15.0)
+    assert twin is not None
+    assert np.array_equal(pitched.inputs, window(study.hu).astype(np.float16))
+    assert np.array_equal(pitched.targets, window(twin).astype(np.float16))
+    assert pitched.masks.any()  # the lesion is still in the slices drawn
+    unpitched = render(11, "ich")
+    assert pitched.inputs.shape != unpitched.inputs.shape or not np.array_equal(
+        pitched.inputs, unpitched.inputs)
+
+
+def test_extra_pitch_is_checked_and_keys_the_checkpoint(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dicomnode.training.commands import cmd_train
+
+    work = tmp_path / "work"
+    assert cmd_train("anomaly_triage", tmp_path / "anomaly_triage", steps=1, seed=0, work_dir=work,
+                     extra_pitch=40.0) == 2
+    assert "--extra-pitch 40" in capsys.readouterr().out and not work.exists()
+    train(tmp_path, steps=2, batch_size=2, seed=1, config=_tiny_config(), pool=tiny_pool(), progress=False)
+    config = _tiny_config()
+    config.extra_pitch_deg = 10.0
+    other = train(tmp_path, steps=2, batch_size=2, seed=1, config=config, pool=tiny_pool(), progress=False)
+    assert len(other.losses) == 2  # started afresh
