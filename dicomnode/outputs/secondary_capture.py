@@ -38,6 +38,7 @@ _HU_OFFSET = 1024
 
 # Dominant patient axis of a direction cosine: (letter for +, letter for -) per x, y, z.
 _AXIS_LETTERS = (("L", "R"), ("P", "A"), ("H", "F"))
+OBLIQUE_MIN = 1e-3  # direction cosine below which a direction has no part along an axis
 
 
 def heatmap_secondary_capture(
@@ -149,7 +150,12 @@ def source_hu(source: Dataset) -> npt.NDArray[np.float64]:
 
 
 def patient_orientation(source: Dataset) -> tuple[str, str] | None:
-    """Row and column directions as patient letters (e.g. ('L', 'P') for axial), or None."""
+    """Row and column directions as patient letters (e.g. ('L', 'P') for axial), or None.
+
+    An oblique direction names every axis it has a part along, the largest first (PS3.3
+    C.7.6.1.1.1): the columns of a slice tilted 20 degrees run "PH", posterior and towards the
+    head. Parts under OBLIQUE_MIN are rounding in the stored cosines, not obliquity.
+    """
     iop = source.get("ImageOrientationPatient")
     if iop is None or len(iop) != 6:
         orientation = source.get("PatientOrientation")
@@ -157,12 +163,18 @@ def patient_orientation(source: Dataset) -> tuple[str, str] | None:
             return (str(orientation[0]), str(orientation[1]))
         return None
     cosines = np.asarray([float(v) for v in iop]).reshape(2, 3)
-    letters = []
-    for vector in cosines:
-        axis = int(np.argmax(np.abs(vector)))
+    row, column = (_direction_letters(vector) for vector in cosines)
+    return (row, column)
+
+
+def _direction_letters(vector: npt.NDArray[np.float64]) -> str:
+    letters = ""
+    for axis in np.argsort(-np.abs(vector), kind="stable"):
+        if letters and abs(vector[axis]) < OBLIQUE_MIN:
+            break
         positive, negative = _AXIS_LETTERS[axis]
-        letters.append(positive if vector[axis] > 0 else negative)
-    return (letters[0], letters[1])
+        letters += positive if vector[axis] > 0 else negative
+    return letters
 
 
 def _source_window(source: Dataset) -> tuple[float, float]:
@@ -216,13 +228,13 @@ def _secondary_capture(
         manufacturer_model_name=algorithm.name,
         software_versions=algorithm.version,
         series_description=series_description,
-        # highdicom insists on an orientation for PATIENT; the empty Type 2 value replaces it below
-        patient_orientation=orientation or ("L", "P"),
+        # highdicom insists on one letter per direction; the letters of an oblique direction (or
+        # the empty Type 2 value) replace it below
+        patient_orientation=(orientation[0][0], orientation[1][0]) if orientation else ("L", "P"),
         transfer_syntax_uid=ExplicitVRLittleEndian,
         contributing_equipment=[equipment],
     )
-    if orientation is None:
-        ds.PatientOrientation = None
+    ds.PatientOrientation = list(orientation) if orientation else None
     if pixel_spacing is not None and len(pixel_spacing) == 2:
         ds.PixelSpacing = [DS(float(v), auto_format=True) for v in pixel_spacing]
     ds.ConversionType = conversion_type

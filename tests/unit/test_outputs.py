@@ -353,3 +353,16 @@ def test_hottest_region(anomaly: np.ndarray) -> None:
     assert hottest_region(anomaly, threshold_hu=20.0, fraction=0.5) == (40, 50, 69, 89)
     assert hottest_region(anomaly, threshold_hu=20.0, fraction=0.9) == (55, 70, 55, 70)
     assert hottest_region(np.zeros((8, 8)), threshold_hu=20.0) is None
+
+
+def test_heatmap_sc_of_a_tilted_slice_names_the_oblique_directions(
+        sources: list[Dataset], anomaly: np.ndarray, algorithm: AlgorithmInfo, tmp_path: Path) -> None:
+    source = sources[0]
+    tilt = np.deg2rad(20.0)  # gantry tilt: the columns turn from posterior towards the head
+    source.ImageOrientationPatient = [1, 0, 0, 0, float(np.cos(tilt)), float(np.sin(tilt))]
+    ds = assert_valid(heatmap(source, anomaly, algorithm), tmp_path / "sc.dcm")
+    assert list(ds.PatientOrientation) == ["L", "PH"]
+    source.ImageOrientationPatient = [-1, 0, 0, 0, -0.9999999, 0.0000001]  # rounding, not obliquity
+    assert list(heatmap(source, anomaly, algorithm).PatientOrientation) == ["R", "A"]
+    source.ImageOrientationPatient = [0.8, -0.6, 0, 0.36, 0.48, -0.8]  # oblique along every axis
+    assert list(heatmap(source, anomaly, algorithm).PatientOrientation) == ["LA", "FPL"]
