@@ -247,3 +247,16 @@ def test_the_head_window_keeps_the_skull_within_the_widest_field_of_view() -> No
     assert head_window(hu, (0.5, 0.5), 60.0) == (slice(None), slice(None))  # 40 x 60 mm
     air = np.full((1, 80, 120), -1000.0, dtype=np.float32)
     assert head_window(air, (1.0, 1.0), 60.0) == (slice(10, 70), slice(30, 90))  # no bone: the centre
+
+
+def test_the_head_window_centres_on_the_skull_not_a_dense_table_beside_it() -> None:
+    hu = np.full((3, 120, 120), -1000.0, dtype=np.float32)  # 1 mm pixels: 120 x 120 mm
+    yy, xx = np.mgrid[:120, :120]
+    for z, radius in enumerate((10, 18, 14)):  # the skull, high in the image: seen from above, a disc
+        hu[z][np.abs(np.hypot(yy - 40, xx - 60) - radius) < 2.5] = 1000.0
+    skull_only = head_window(hu, (1.0, 1.0), 60.0)
+    hu[:, 100:104, :] = 900.0  # a table denser than bone, across the whole width below the head
+    hu[0, 70:73, 100:103] = 2000.0  # and a metal clip
+    rows, cols = head_window(hu, (1.0, 1.0), 60.0)
+    assert (rows, cols) == skull_only
+    assert (hu[:, rows, cols] == 1000.0).sum() == (hu == 1000.0).sum()  # all the skull inside
