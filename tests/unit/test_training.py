@@ -322,38 +322,50 @@ def test_scanner_matrix_studies_are_rendered_at_512_and_halved_as_the_node_halve
     assert "25% of studies rendered at 512x512" in _loss_text(TrainConfig(scanner_matrix_share=0.25))
 
 
-def test_a_pool_without_scanner_matrix_studies_renders_as_before(monkeypatch: pytest.MonkeyPatch) -> None:
+def _render_calls(monkeypatch: pytest.MonkeyPatch, pools: list[SlicePool], studies: int) -> list[
+        dict[str, object]]:
+    """The render calls (seed and options) each pool makes for its first `studies` studies."""
     from dicomnode.training import data
 
     calls: list[dict[str, object]] = []
 
     def fake_render(seed: int, lesion: str | None, **options: object) -> StudySlices:
-        calls.append(options)
+        calls.append({"seed": seed, **options})
         empty = np.zeros((1, 8, 8), dtype=np.float16)
         return StudySlices(empty, empty, empty.astype(bool), lesion)
 
     monkeypatch.setattr(data, "render", fake_render)
-    for share in (0.0, 0.5):
-        pool = SlicePool(seed=0, capacity=4, scanner_matrix_share=share)
-        for _ in range(40):
+    for pool in pools:
+        for _ in range(studies):
             pool.add()
+    return calls
+
+
+def test_a_pool_without_scanner_matrix_studies_renders_as_before(monkeypatch: pytest.MonkeyPatch) -> None:
+    pools = [SlicePool(seed=0, capacity=4, scanner_matrix_share=share) for share in (0.0, 0.5)]
+    calls = _render_calls(monkeypatch, pools, 40)
     plain, mixed = calls[:40], calls[40:]
     assert not any(c["scanner_matrix"] for c in plain)
     assert 8 < sum(bool(c["scanner_matrix"]) for c in mixed) < 32
 
 
-def test_scanner_matrix_share_is_checked_and_keys_the_checkpoint(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(("option", "bad", "shown", "config_field", "value"), [
+    ("scanner_matrix_share", 1.5, "--scanner-matrix-share 1.5", "scanner_matrix_share", 0.5),
+    ("extra_pitch", 40.0, "--extra-pitch 40", "extra_pitch_deg", 10.0),
+])
+def test_a_data_option_is_checked_and_keys_the_checkpoint(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], option: str, bad: float, shown: str,
+    config_field: str, value: float,
 ) -> None:
     from dicomnode.training.commands import cmd_train
 
     work = tmp_path / "work"
     assert cmd_train("anomaly_triage", tmp_path / "anomaly_triage", steps=1, seed=0, work_dir=work,
-                     scanner_matrix_share=1.5) == 2
-    assert "--scanner-matrix-share 1.5" in capsys.readouterr().out and not work.exists()
+                     **{option: bad}) == 2  # type: ignore[arg-type]
+    assert shown in capsys.readouterr().out and not work.exists()
     train(tmp_path, steps=2, batch_size=2, seed=1, config=_tiny_config(), pool=tiny_pool(), progress=False)
     config = _tiny_config()
-    config.scanner_matrix_share = 0.5
+    setattr(config, config_field, value)
     other = train(tmp_path, steps=2, batch_size=2, seed=1, config=config, pool=tiny_pool(), progress=False)
     assert len(other.losses) == 2  # started afresh
 
@@ -438,24 +450,14 @@ def test_extra_pitch_is_drawn_per_study_from_its_seed_within_the_limit() -> None
 
 
 def test_a_pool_without_extra_pitch_renders_as_before(monkeypatch: pytest.MonkeyPatch) -> None:
-    from dicomnode.training import data
+    from dicomnode.training.data import extra_pitch
 
-    calls: list[dict[str, object]] = []
-
-    def fake_render(seed: int, lesion: str | None, **options: object) -> StudySlices:
-        calls.append({"seed": seed, **options})
-        empty = np.zeros((1, 8, 8), dtype=np.float16)
-        return StudySlices(empty, empty, empty.astype(bool), lesion)
-
-    monkeypatch.setattr(data, "render", fake_render)
-    for limit in (0.0, 18.0):
-        pool = SlicePool(seed=0, capacity=4, extra_pitch_deg=limit)
-        for _ in range(20):
-            pool.add()
+    pools = [SlicePool(seed=0, capacity=4, extra_pitch_deg=limit) for limit in (0.0, 18.0)]
+    calls = _render_calls(monkeypatch, pools, 20)
     plain, pitched = calls[:20], calls[20:]
     assert not any("head_pitch_deg" in c for c in plain)  # the render calls of earlier runs
     assert [c["seed"] for c in plain] == [c["seed"] for c in pitched]  # the same studies, pitched
-    assert all(c["head_pitch_deg"] == data.extra_pitch(int(str(c["seed"])), 18.0) for c in pitched)
+    assert all(c["head_pitch_deg"] == extra_pitch(int(str(c["seed"])), 18.0) for c in pitched)
 
 
 def test_a_pitched_training_study_is_its_scan_with_the_head_pitched() -> None:
@@ -473,19 +475,3 @@ def test_a_pitched_training_study_is_its_scan_with_the_head_pitched() -> None:
     unpitched = render(11, "ich")
     assert pitched.inputs.shape != unpitched.inputs.shape or not np.array_equal(
         pitched.inputs, unpitched.inputs)
-
-
-def test_extra_pitch_is_checked_and_keys_the_checkpoint(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    from dicomnode.training.commands import cmd_train
-
-    work = tmp_path / "work"
-    assert cmd_train("anomaly_triage", tmp_path / "anomaly_triage", steps=1, seed=0, work_dir=work,
-                     extra_pitch=40.0) == 2
-    assert "--extra-pitch 40" in capsys.readouterr().out and not work.exists()
-    train(tmp_path, steps=2, batch_size=2, seed=1, config=_tiny_config(), pool=tiny_pool(), progress=False)
-    config = _tiny_config()
-    config.extra_pitch_deg = 10.0
-    other = train(tmp_path, steps=2, batch_size=2, seed=1, config=config, pool=tiny_pool(), progress=False)
-    assert len(other.losses) == 2  # started afresh
