@@ -36,7 +36,7 @@ BRAIN_WINDOW = (40.0, 80.0)  # (center, width) in HU
 # Stored = HU + 1024 as unsigned 16 bit: air (-1024 HU) is 0 and everything CT shows fits.
 _HU_OFFSET = 1024
 
-# Dominant patient axis of a direction cosine: (letter for +, letter for -) per x, y, z.
+# Patient letters of a direction along each axis: (letter for +, letter for -) per x, y, z.
 _AXIS_LETTERS = (("L", "R"), ("P", "A"), ("H", "F"))
 OBLIQUE_MIN = 1e-3  # direction cosine below which a direction has no part along an axis
 

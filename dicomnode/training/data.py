@@ -21,7 +21,7 @@ keeps the data of the runs before it.
 With `extra_pitch_deg`, each study's head is also pitched (turned about its left-right axis)
 by an angle drawn uniformly within that many degrees, on top of the drawn pose's ±12: heads lie
 flexed or extended further than that, and a scanner that does not tilt its gantry leaves the
-pitch in the slices (the card's "gantry tilted or the head pitched"). The angle follows from the
+pitch in the slices (the card's "Gantry tilt and head pitch"). The angle follows from the
 study's seed alone, so 0 keeps the data of the runs before it.
 
 With `workers`, studies are rendered ahead by that many processes, so a GPU is not left
@@ -172,8 +172,10 @@ class SlicePool:
             yield {"seed": seed, "lesion": lesion, **self._render_options(seed)}
 
     def _render_options(self, seed: int) -> dict[str, Any]:
-        options: dict[str, Any] = {"vary_texture": self.vary_texture, "healthy_slices": self.healthy_slices,
-                   "scanner_matrix": at_scanner_matrix(seed, self.scanner_matrix_share)}
+        options: dict[str, Any] = {
+            "vary_texture": self.vary_texture, "healthy_slices": self.healthy_slices,
+            "scanner_matrix": at_scanner_matrix(seed, self.scanner_matrix_share),
+        }
         if self.extra_pitch_deg:  # left out at 0, so the render calls of earlier runs stay as they were
             options["head_pitch_deg"] = extra_pitch(seed, self.extra_pitch_deg)
         return options
