@@ -162,6 +162,9 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--calibration-matrix", type=int, default=512, metavar="N",
                           help="rows and columns of the calibration phantoms (default 512, what scanners "
                                "send: healthy heads score differently at 256)")
+    evaluate.add_argument("--only", metavar="TEXT",
+                          help="only the shifted conditions whose name holds TEXT, e.g. 'pitched' "
+                               "(default: every one)")
     evaluate.add_argument("--write-card", action="store_true", help="write the tables into the model card")
     evaluate.add_argument("--validation", action="store_true",
                           help="validation phantoms (to choose settings or models), not held-out ones")
@@ -266,7 +269,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     return cmd_evaluate(load_config(args.config), args.model, args.studies, args.shifted, args.matrix,
                         args.calibrate, args.write_card, validation=args.validation,
-                        render_workers=args.render_workers, calibration_matrix=args.calibration_matrix)
+                        render_workers=args.render_workers, calibration_matrix=args.calibration_matrix,
+                        only=args.only)
 
 
 def _calibrate(args: argparse.Namespace) -> int:

@@ -268,6 +268,17 @@ def conditions(unseen_vendors: list[str]) -> list[Condition]:
     ]
 
 
+def shifted_conditions(shifted: list[Condition], only: str | None) -> list[Condition]:
+    """The shifted conditions whose name holds `only` (any case), or all of them without it."""
+    if only is None:
+        return shifted
+    chosen = [condition for condition in shifted if only.lower() in condition.name.lower()]
+    if not chosen:
+        names = "; ".join(condition.name for condition in shifted)
+        raise ValueError(f"--only {only!r} names no shifted condition (they are: {names})")
+    return chosen
+
+
 def render(results: list[ConditionResult], settings: TriageSettings, engine: Engine, matrix: int) -> str:
     lines = [f"Model {engine.manifest.name} {engine.manifest.version} on {engine.backend_name}; phantoms "
              f"{matrix}×{matrix}; calibration_ml {settings.calibration_ml:g}, noise_floor_hu "
@@ -337,11 +348,21 @@ def write_into_card(card: Path, text: str) -> None:
 
 def cmd_evaluate(config: Config, model: str, studies: int, shifted: int, matrix: int,
                  calibration: int, write_card: bool, validation: bool = False,
-                 render_workers: int = 1, calibration_matrix: int = CALIBRATION_MATRIX) -> int:
+                 render_workers: int = 1, calibration_matrix: int = CALIBRATION_MATRIX,
+                 only: str | None = None) -> int:
     from dicomnode.phantoms import UNSEEN_VENDORS
 
     if validation and write_card:
         print("error: --validation results do not go into the card (it reports the held-out set)")
+        return 2
+    if only is not None and write_card:
+        print("error: --only results do not go into the card (its tables hold every condition)")
+        return 2
+    reference, *others = conditions(sorted(UNSEEN_VENDORS))
+    try:
+        others = shifted_conditions(others, only)
+    except ValueError as exc:
+        print(f"error: {exc}")
         return 2
     if not 0 <= shifted <= studies:
         print(f"error: --shifted {shifted} must lie within 0..--studies ({studies}): shifted conditions "
@@ -357,7 +378,6 @@ def cmd_evaluate(config: Config, model: str, studies: int, shifted: int, matrix:
             print(f"calibration_ml for the urgent threshold at the 95th percentile of healthy: {value:.3f}")
             settings = TriageSettings.from_params(config.anomaly_triage, {"model": model,
                                                                           "calibration_ml": value})
-        reference, *others = conditions(sorted(UNSEEN_VENDORS))
         results = [evaluate(engine, settings, reference, studies, first_seed, matrix,
                             render_workers=render_workers)]
         # Paired: each shifted condition re-scans the reference's first heads and lesions.

@@ -17,6 +17,8 @@ from dicomnode.evaluation import (
     VALIDATION_SEED,
     _through_dicom,
     cmd_evaluate,
+    conditions,
+    shifted_conditions,
     study_plan,
 )
 
@@ -56,6 +58,21 @@ def test_study_plan_is_mixed_in_every_prefix() -> None:
 def test_shifted_conditions_cannot_outnumber_the_reference(capsys: pytest.CaptureFixture[str]) -> None:
     assert cmd_evaluate(load_config(None), "anomaly_triage", 4, 6, 64, 0, write_card=False) == 2
     assert "--shifted 6" in capsys.readouterr().out
+
+
+def test_only_chooses_shifted_conditions_by_name(capsys: pytest.CaptureFixture[str]) -> None:
+    _, *shifted = conditions(["canon"])
+    pitched = shifted_conditions(shifted, "PITCHED")
+    assert [c.head_pitch_deg for c in pitched] == [20.0, -20.0]
+    assert not any(c.gantry_tilt_deg for c in pitched)
+    assert shifted_conditions(shifted, None) == shifted
+    with pytest.raises(ValueError, match=r"'sideways' names no shifted condition.*1 mm slices"):
+        shifted_conditions(shifted, "sideways")
+    config = load_config(None)
+    assert cmd_evaluate(config, "anomaly_triage", 4, 2, 64, 0, write_card=False, only="sideways") == 2
+    assert "'sideways'" in capsys.readouterr().out
+    assert cmd_evaluate(config, "anomaly_triage", 4, 2, 64, 0, write_card=True, only="pitched") == 2
+    assert "--only" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("vendor", ["philips", "canon"])
