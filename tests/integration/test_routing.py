@@ -213,7 +213,8 @@ def test_a_delivered_series_leaves_the_spool_after_retention_and_a_resend_is_for
         wait_for(lambda: node.query("SELECT count(*) FROM instances") == [(0,)], 10, "the rows purged")
         assert node.query("SELECT count(*) FROM series") == [(0,)]
         assert node.query("SELECT state FROM outbox") == [("delivered",)]  # the history stays
-        assert "retention: purged 1 finished series (4 files" in node.log()
+        # the summary is logged once the whole pass is done, a moment after the rows go
+        wait_for(lambda: "retention: purged 1 finished series (4 files" in node.log(), 10, "the purge logged")
         assert orthanc.count_instances() == 4
         # The node no longer holds the series: sent again, it is new to it and forwarded again
         # (Orthanc, which has the instances, stores nothing new).
