@@ -106,6 +106,8 @@ def _parser() -> argparse.ArgumentParser:
     phantom.add_argument("--head-pitch", type=float, default=0.0, metavar="DEG",
                          help="pitch the head DEG degrees more than the seed draws (±12), -30 to 30; "
                          "equal to --gantry-tilt, the slices cut the head as an untilted scan does")
+    phantom.add_argument("--enhanced", action="store_true",
+                         help="write the series as one multi-frame instance (Legacy Converted Enhanced CT)")
     phantom.set_defaults(func=_phantom)
 
     train = sub.add_parser("train", help="train a reference model and export it to the zoo (extra [train])")
@@ -248,7 +250,7 @@ def _phantom(args: argparse.Namespace) -> int:
     return cmd_phantom(args.outdir, args.lesion, args.seed, args.slice_thickness, args.matrix,
                        vendor=args.vendor, size=args.size, position=args.position,
                        field_of_view=args.field_of_view, gantry_tilt=args.gantry_tilt,
-                       head_pitch=args.head_pitch)
+                       head_pitch=args.head_pitch, enhanced=args.enhanced)
 
 
 def _train(args: argparse.Namespace) -> int:

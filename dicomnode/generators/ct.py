@@ -16,6 +16,7 @@ from pydicom.pixels.processing import apply_modality_lut
 from scipy import ndimage
 
 from dicomnode.errors import DicomNodeError
+from dicomnode.frames import FrameError, single_frames
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +100,11 @@ class CtVolume:
 
 
 def load_ct_volume(datasets: Sequence[Dataset], *, min_slices: int = 3) -> CtVolume:
-    """Validate and stack an axial CT series; raises SeriesRejected with the first problem found."""
+    """Validate and stack an axial CT series; raises SeriesRejected with the first problem found.
+
+    Single-frame slices and the frames of enhanced (multi-frame) instances are read alike; the
+    volume's datasets are then `dicomnode.frames.FrameView`s, one per frame.
+    """
     if not datasets:
         raise SeriesRejected("the series has no instances")
     modalities = {str(ds.get("Modality", "")) for ds in datasets}
@@ -108,6 +113,10 @@ def load_ct_volume(datasets: Sequence[Dataset], *, min_slices: int = 3) -> CtVol
     images = [ds for ds in datasets if "PixelData" in ds]
     if len(images) != len(datasets):
         raise SeriesRejected(f"{len(datasets) - len(images)} instance(s) have no pixel data")
+    try:  # an enhanced (multi-frame) instance holds many slices: each frame is read as one
+        images = [view for ds in images for view in single_frames(ds)]
+    except FrameError as exc:
+        raise SeriesRejected(str(exc)) from exc
     for ds in images:
         image_type = [str(v).upper() for v in ds.get("ImageType", [])]
         if "LOCALIZER" in image_type:
@@ -115,9 +124,6 @@ def load_ct_volume(datasets: Sequence[Dataset], *, min_slices: int = 3) -> CtVol
     sizes = {(int(ds.Rows), int(ds.Columns)) for ds in images}
     if len(sizes) != 1:
         raise SeriesRejected(f"slices of different sizes: {sorted(sizes)}")
-    frames = {int(ds.get("NumberOfFrames", 1) or 1) for ds in images}
-    if frames != {1}:
-        raise SeriesRejected("multi-frame CT is not supported")
     if len(images) < min_slices:
         raise SeriesRejected(f"{len(images)} slice(s); at least {min_slices} are needed")
     orientation = _orientation(images[0])

@@ -3,7 +3,8 @@
 Every image joins the source's patient and study in a new series, names the algorithm in
 ContributingEquipmentSequence and SeriesDescription (which starts with "AI"), carries a
 burned-in "NOT FOR DIAGNOSIS" label and BurnedInAnnotation YES, and references its source
-slice in SourceImageSequence.
+slice in SourceImageSequence (with its frame number where the slice is a frame of an enhanced
+instance).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pydicom.sr.coding import Code
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pydicom.valuerep import DS
 
+from dicomnode.frames import frame_number
 from dicomnode.outputs.heatmap import overlay, window_to_uint8
 from dicomnode.outputs.inputs import AlgorithmInfo
 from dicomnode.outputs.labels import burn_in
@@ -244,11 +246,15 @@ def _secondary_capture(
     reference = Dataset()
     reference.ReferencedSOPClassUID = source.SOPClassUID
     reference.ReferencedSOPInstanceUID = source.SOPInstanceUID
+    if (frame := frame_number(source)) is not None:  # a frame of an enhanced instance
+        reference.ReferencedFrameNumber = frame
     reference.PurposeOfReferenceCodeSequence = [
         hd.sr.CodedConcept.from_code(codes.DCM.SourceImageForImageProcessingOperation)
     ]
     ds.SourceImageSequence = [reference]
-    for keyword in ("StudyDescription", "BodyPartExamined"):
+    for keyword in ("StudyDescription", "BodyPartExamined", "Laterality", "ImageLaterality"):
         if keyword in source:
             setattr(ds, keyword, source[keyword].value)
+    if "ImageLaterality" not in ds and source.get("FrameLaterality"):  # a frame of an enhanced image
+        ds.ImageLaterality = source.FrameLaterality
     return ds

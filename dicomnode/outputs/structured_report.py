@@ -8,7 +8,8 @@ Content tree (one measurement group, TID 1501):
   measurement:
   - "Anomaly score" (study, 0-100, UCUM "{score}"), referencing the top slices
   - "Slice anomaly score" per top slice, with the hottest region as a closed POLYLINE on the
-    source CT image when the finding has one, else a plain image reference
+    source CT image when the finding has one, else a plain image reference (either names the
+    frame where the slice is a frame of an enhanced instance)
   - "Triage category": critical / urgent / routine (qualitative evaluation)
   - "Input series completeness": "Slice possibly missing" (qualitative evaluation), only when
     the series has a gap much wider than the gaps beside it
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 import highdicom as hd
 import numpy as np
@@ -33,6 +35,7 @@ from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 from pydicom.uid import generate_uid
 
+from dicomnode.frames import frame_number
 from dicomnode.outputs.inputs import AlgorithmInfo, SliceFinding, TriageFinding
 
 logger = logging.getLogger(__name__)
@@ -106,7 +109,7 @@ def triage_report(
         measurements=measurements,
         qualitative_evaluations=evaluations,
         source_images=[
-            hd.sr.SourceImageForMeasurementGroup.from_source_image(top.source) for top in finding.top_slices
+            hd.sr.SourceImageForMeasurementGroup(**_reference(top.source)) for top in finding.top_slices
         ]
         or None,
     )
@@ -116,7 +119,8 @@ def triage_report(
         imaging_measurements=[group],
     )
     ds: Dataset = hd.sr.Comprehensive3DSR(
-        evidence=list(sources),
+        # the frames of an enhanced instance are one instance of evidence
+        evidence=list({str(ds.SOPInstanceUID): ds for ds in sources}.values()),
         content=report,
         series_instance_uid=series_uid,
         series_number=series_number,
@@ -165,11 +169,16 @@ def _algorithm_id(algorithm: AlgorithmInfo) -> hd.sr.AlgorithmIdentification:
     )
 
 
+def _reference(source: Dataset) -> dict[str, Any]:
+    """The image a finding lies on: its instance and, for a frame of an enhanced instance, its frame."""
+    frame = frame_number(source)
+    return {"referenced_sop_class_uid": source.SOPClassUID,
+            "referenced_sop_instance_uid": source.SOPInstanceUID,
+            "referenced_frame_numbers": None if frame is None else [frame]}
+
+
 def _image_for_measurement(source: Dataset) -> hd.sr.SourceImageForMeasurement:
-    return hd.sr.SourceImageForMeasurement(
-        referenced_sop_class_uid=source.SOPClassUID,
-        referenced_sop_instance_uid=source.SOPInstanceUID,
-    )
+    return hd.sr.SourceImageForMeasurement(**_reference(source))
 
 
 def _slice_measurement(top: SliceFinding, algorithm: AlgorithmInfo) -> hd.sr.Measurement:
@@ -197,10 +206,7 @@ def _slice_measurement(top: SliceFinding, algorithm: AlgorithmInfo) -> hd.sr.Mea
             hd.sr.CoordinatesForMeasurement(
                 graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
                 graphic_data=outline,
-                source_image=hd.sr.SourceImageForRegion(
-                    referenced_sop_class_uid=top.source.SOPClassUID,
-                    referenced_sop_instance_uid=top.source.SOPInstanceUID,
-                ),
+                source_image=hd.sr.SourceImageForRegion(**_reference(top.source)),
             )
         ],
     )

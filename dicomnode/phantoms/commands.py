@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
 from pathlib import Path
 
-from dicomnode.phantoms.dicom_writer import write_series
+import pydicom
+
+from dicomnode.phantoms.dicom_writer import enhanced_image, write_series
 from dicomnode.phantoms.lesions import LESION_KINDS, LESION_NAMES
 from dicomnode.phantoms.volume import make_study
 
@@ -26,6 +29,7 @@ def cmd_phantom(
     field_of_view: float | None = None,
     gantry_tilt: float = 0.0,
     head_pitch: float = 0.0,
+    enhanced: bool = False,
 ) -> int:
     """Generate one phantom study and write it as DICOM; returns the exit status."""
     if lesion is not None and lesion not in LESION_KINDS:
@@ -41,15 +45,23 @@ def cmd_phantom(
     except (ValueError, KeyError) as exc:
         print(f"error: {exc}")
         return 2
-    paths = write_series(study, Path(outdir), seed=seed, vendor=vendor, position=position)
+    if enhanced:  # the slices are written aside, then converted into one instance in OUTDIR
+        with tempfile.TemporaryDirectory() as slices:
+            paths = write_series(study, Path(slices), seed=seed, vendor=vendor, position=position)
+            image = enhanced_image([pydicom.dcmread(path) for path in paths])
+        Path(outdir).mkdir(parents=True, exist_ok=True)
+        image.save_as(Path(outdir) / "CT.enhanced.dcm", enforce_file_format=True)
+    else:
+        paths = write_series(study, Path(outdir), seed=seed, vendor=vendor, position=position)
     what = (
         "healthy head"
         if lesion is None
         else f"{LESION_NAMES[lesion]} ({study.lesion_size}, {study.lesion_volume_ml:.1f} ml)"
     )
     dz, _, dx = study.spacing
+    packed = " as one multi-frame instance" if enhanced else ""
     print(
-        f"wrote {len(paths)} CT images to {outdir}: seed {seed}, {what}, {study.vendor} profile, "
+        f"wrote {len(paths)} CT images{packed} to {outdir}: seed {seed}, {what}, {study.vendor} profile, "
         f"{study.shape[1]}x{study.shape[2]} at {dx:.3f} mm, {dz:g} mm slices, patient {position}"
         + (f", gantry tilted {gantry_tilt:g} degrees" if gantry_tilt else "")
         + (f", head pitched {head_pitch:+g} degrees" if head_pitch else "") + " "

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from highdicom.legacy import LegacyConvertedEnhancedCTImage
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID, CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
@@ -97,6 +98,24 @@ def write_series(
         paths.append(path)
     logger.debug("wrote %d CT instances of phantom series to %s", len(paths), outdir)
     return paths
+
+
+def enhanced_image(slices: Sequence[Dataset]) -> Dataset:
+    """The slices of one series as one Legacy Converted Enhanced CT instance (PS3.3 A.70).
+
+    What a PACS or scanner that keeps series enhanced sends: one multi-frame instance whose
+    functional groups hold each frame's position, spacing and rescale. It keeps the patient,
+    the study and the pixels, and takes UIDs of its own derived from the source series'.
+    """
+    first = slices[0]
+    source_series = str(first.SeriesInstanceUID)
+    image = LegacyConvertedEnhancedCTImage(
+        list(slices), series_instance_uid=_uid("enhanced-series", source_series),
+        series_number=int(first.get("SeriesNumber") or 1), sop_instance_uid=_uid("enhanced", source_series),
+        instance_number=1)
+    if "BodyPartExamined" in first:  # General Series has it; the conversion leaves it out
+        image.BodyPartExamined = first.BodyPartExamined
+    return image
 
 
 @dataclass(frozen=True)

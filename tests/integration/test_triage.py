@@ -95,3 +95,42 @@ def test_haemorrhage_scores_above_healthy_and_results_reach_orthanc(tmp_path: Pa
         ds.save_as(path, enforce_file_format=True)
         assert validate(path) == [], f"{ds.Modality} {ds.SeriesDescription}"
     assert all(ds.BurnedInAnnotation == "YES" for ds in found["OT"])
+
+
+@pytest.mark.skipif(not MODEL.exists(), reason="the anomaly_triage model is not in the zoo")
+def test_an_enhanced_ct_is_triaged_frame_by_frame(tmp_path: Path, orthanc: Orthanc) -> None:
+    from dicomnode.phantoms import enhanced_image, make_study, write_series
+
+    slices = write_series(make_study(103, "ich", slice_thickness_mm=5.0, lesion_size="large", matrix=256),
+                          tmp_path / "slices")
+    image = enhanced_image([pydicom.dcmread(path) for path in slices])
+    image.save_as(tmp_path / "enhanced.dcm", enforce_file_format=True)
+    pacs = {"pacs": {"host": "127.0.0.1", "port": orthanc.dicom_port, "ae_title": orthanc.aet}}
+    with NodeProcess(tmp_path / "node", rules=TRIAGE_RULES, destinations=pacs,
+                     engines={"models_dir": str(REPO / "engines"), "backend": "onnxruntime"}) as node:
+        # -R: propose the classes of the files; storescu's default list lacks enhanced CT
+        result = storescu(node.port, [tmp_path / "enhanced.dcm"], extra=["-R"])
+        assert result.returncode == 0, result.stderr
+
+        def results() -> list[Dataset] | None:
+            found = [pydicom.dcmread(__import__("io").BytesIO(orthanc.instance_file(oid)))
+                     for oid in orthanc.instance_ids()]
+            return found if any(ds.Modality == "SR" for ds in found) and len(found) >= 2 else None
+
+        found = wait_for(results, 180, "the report and its heat maps in Orthanc", interval=0.5)
+        assert node.query("SELECT state, error FROM jobs") == [("done", None)], node.log()[-3000:]
+
+    (report,) = [ds for ds in found if ds.Modality == "SR"]
+    heatmaps = [ds for ds in found if ds.Modality == "OT"]
+    assert _score(report) >= 70.0  # a large haemorrhage: critical
+    frames = set()
+    for ds in heatmaps:
+        (source,) = ds.SourceImageSequence
+        assert source.ReferencedSOPInstanceUID == image.SOPInstanceUID
+        frames.add(int(source.ReferencedFrameNumber))
+    assert len(frames) == len(heatmaps) and frames <= set(range(1, len(slices) + 1))
+    for i, ds in enumerate(found):
+        assert ds.StudyInstanceUID == image.StudyInstanceUID and ds.SeriesDescription.startswith("AI")
+        path = tmp_path / f"result{i}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        assert validate(path) == [], f"{ds.Modality} {ds.SeriesDescription}"

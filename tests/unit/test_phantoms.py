@@ -277,6 +277,15 @@ def test_cmd_phantom(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     assert cmd_phantom(tmp_path / "bad", "nonsense", 4, 5.0, 256) == 2
 
 
+def test_cmd_phantom_writes_one_enhanced_instance(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cmd_phantom(tmp_path / "out", "edh", 4, 5.0, 256, enhanced=True) == 0
+    (path,) = (tmp_path / "out").iterdir()
+    image = pydicom.dcmread(path)
+    assert image.SOPClassUID.name == "Legacy Converted Enhanced CT Image Storage"
+    assert int(image.NumberOfFrames) == 32 and image.BodyPartExamined == "HEAD"
+    assert "32 CT images as one multi-frame instance" in capsys.readouterr().out
+
+
 def test_training_slices_are_the_lesions_and_some_from_each_third() -> None:
     from dicomnode.phantoms.volume import _pick_slices
 
