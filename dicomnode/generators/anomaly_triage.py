@@ -330,7 +330,7 @@ class AnomalyTriage:
             heatmaps[index] = heatmap_secondary_capture(
                 sources[index], analysis.anomaly[index], series_uid=heatmap_series,
                 series_number=series_number, instance_number=number, algorithm=algorithm,
-                slice_score=float(analysis.slice_scores[index]))
+                slice_score=float(analysis.slice_scores[index]), body_part="HEAD")
         finding = TriageFinding(
             score=analysis.score,
             category=analysis.category,

@@ -55,12 +55,15 @@ def heatmap_secondary_capture(
     window: tuple[float, float] = BRAIN_WINDOW,
     threshold_hu: float = 20.0,
     max_hu: float = 100.0,
+    body_part: str | None = None,
 ) -> Dataset:
     """RGB Secondary Capture of `source` in `window` (center, width) with the anomaly map overlaid.
 
     `anomaly_hu` is the HU difference to the pseudo-healthy slice (rows x cols, >= 0 where
     anomalous, already masked to the brain); values below `threshold_hu` stay transparent
-    and the colour scale saturates at `max_hu`.
+    and the colour scale saturates at `max_hu`. `body_part` is the BodyPartExamined of the
+    image when the source has none (BodyPartExamined is optional in CT, but without it or a
+    laterality the image's Laterality would be required and unknown).
     """
     anomaly = np.asarray(anomaly_hu, dtype=np.float32)
     hu = source_hu(source)
@@ -90,6 +93,7 @@ def heatmap_secondary_capture(
         purpose=codes.DCM.ProcessingEquipment,
         conversion_type="WSD",
         derivation_description=description,
+        body_part=body_part,
     )
     logger.debug("heat-map SC %s built for slice %s", ds.SOPInstanceUID, source.get("InstanceNumber", "?"))
     return ds
@@ -205,6 +209,7 @@ def _secondary_capture(
     purpose: Code,
     conversion_type: str,
     derivation_description: str,
+    body_part: str | None = None,
 ) -> Dataset:
     orientation = patient_orientation(source)
     equipment = hd.ContributingEquipment(
@@ -257,4 +262,6 @@ def _secondary_capture(
             setattr(ds, keyword, source[keyword].value)
     if "ImageLaterality" not in ds and source.get("FrameLaterality"):  # a frame of an enhanced image
         ds.ImageLaterality = source.FrameLaterality
+    if not ds.get("BodyPartExamined") and body_part:
+        ds.BodyPartExamined = body_part
     return ds

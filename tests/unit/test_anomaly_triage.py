@@ -117,9 +117,13 @@ def head_series(folder: Path, bleed_slices: set[int], infarct_slices: frozenset[
     return datasets
 
 
-def test_identity_model_finds_nothing_and_writes_valid_objects(registry: EngineRegistry,
-                                                               tmp_path: Path) -> None:
+@pytest.mark.parametrize("body_part", ["HEAD", None])
+def test_identity_model_finds_nothing_and_writes_valid_objects(registry: EngineRegistry, tmp_path: Path,
+                                                               body_part: str | None) -> None:
     series = head_series(tmp_path / "in", bleed_slices={2, 3})
+    if body_part is None:  # optional in CT, and some scanners leave it out
+        for ds in series:
+            del ds.BodyPartExamined
     output = AnomalyTriage(registry, {}).run(series, {"model": "identity"})
     assert output.triage is not None
     assert output.triage.score == 0.0 and output.triage.category == "routine"
@@ -133,6 +137,7 @@ def test_identity_model_finds_nothing_and_writes_valid_objects(registry: EngineR
         path = tmp_path / f"out{i}.dcm"
         ds.save_as(path, enforce_file_format=True)
         assert validate(path) == []
+    assert output.objects[0].BodyPartExamined == "HEAD"
 
 
 def test_hyperdense_blood_is_found_on_its_slices(registry: EngineRegistry, tmp_path: Path) -> None:
