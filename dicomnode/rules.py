@@ -9,6 +9,7 @@ Semantics (also in the README):
   any value satisfies them, `regex` searches the values joined with a backslash;
 - an attribute the series lacks fails every test except `absent: true` (and a `not`
   around a failing test, which holds);
+- a sequence's value is its number of items;
 - several operators in one mapping must all hold; `any` takes a list of condition maps
   and holds when one of them does; `not` negates a test or, at the top of `when`,
   a whole condition map.
@@ -255,11 +256,19 @@ def _equals(value: Any, expected: Any) -> bool:
 
 
 def series_attributes(ds: Dataset, calling_ae: str) -> dict[str, Any]:
-    """Top-level, non-sequence attributes of a series' instance as plain Python values."""
+    """Top-level attributes of a series' instance as plain Python values.
+
+    A sequence's value is its number of items (an empty one is absent): rules can ask whether
+    one is there, as enhanced CT states its contrast agent in ContrastBolusAgentSequence.
+    """
     attrs: dict[str, Any] = {}
     for elem in ds:
+        if elem.keyword and elem.VR == "SQ":
+            if len(elem.value):
+                attrs[elem.keyword] = len(elem.value)
+            continue
         # Binary VRs start with O (OB, OW, "OB or OW" before pydicom resolves it); UN is opaque.
-        if not elem.keyword or elem.VR in ("SQ", "UN") or elem.VR.startswith("O") or " or " in elem.VR:
+        if not elem.keyword or elem.VR == "UN" or elem.VR.startswith("O") or " or " in elem.VR:
             continue
         try:
             value = elem.value

@@ -532,14 +532,28 @@ def test_series_attributes_converts_values_to_plain_python() -> None:
     assert attrs[CALLING_AE] == "CT01"
 
 
-def test_series_attributes_skips_sequences_binary_and_private_elements() -> None:
-    attrs = series_attributes(_dataset(), "CT01")
-    assert "ReferencedImageSequence" not in attrs
+def test_series_attributes_skip_binary_and_private_elements_and_count_sequence_items() -> None:
+    ds = _dataset()
+    ds.SourceImageSequence = Sequence([])
+    attrs = series_attributes(ds, "CT01")
+    assert attrs["ReferencedImageSequence"] == 1
+    assert "SourceImageSequence" not in attrs  # empty: absent
     assert "PixelData" not in attrs
     assert "EncapsulatedDocument" not in attrs
     assert all(key for key in attrs)
     assert set(attrs) == {"Modality", "PatientName", "ImageType", "SliceThickness", "SeriesNumber",
-                          "PixelSpacing", "Rows", "SeriesDescription", CALLING_AE}
+                          "PixelSpacing", "Rows", "SeriesDescription", "ReferencedImageSequence", CALLING_AE}
+
+
+def test_the_default_rule_leaves_out_an_enhanced_ct_with_contrast() -> None:
+    rules = load_rules(REPO / "rules" / "default.yaml", Config().destinations)
+    ds = Dataset()
+    ds.Modality, ds.BodyPartExamined, ds.ImageType = "CT", "HEAD", ["ORIGINAL", "PRIMARY", "AXIAL"]
+    assert [r.rule for r in match(series_attributes(ds, "CT01"), rules)] == ["emergency-head-ct"]
+    agent = Dataset()
+    agent.ContrastBolusAgentNumber = 1  # Enhanced Contrast/Bolus module: the agent is coded
+    ds.ContrastBolusAgentSequence = Sequence([agent])
+    assert match(series_attributes(ds, "CT01"), rules) == []
 
 
 def test_series_attributes_of_a_person_name_object() -> None:
