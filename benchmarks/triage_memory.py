@@ -6,7 +6,10 @@ the series is read, then the process's resident memory is taken before the job a
 peak (VmHWM) after it. The job's growth is printed in MiB and as a multiple of the series'
 float32 HU volume, the one copy any job needs.
 
-    .venv/bin/python benchmarks/triage_memory.py [--thickness 5 0.625] [--matrix 512]
+With `--enhanced` each series is first converted to one Legacy Converted Enhanced CT
+instance, which the job reads frame by frame.
+
+    .venv/bin/python benchmarks/triage_memory.py [--thickness 5 0.625] [--matrix 512] [--enhanced]
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from dicomnode.phantoms import make_study, write_series  # noqa: E402
+from dicomnode.phantoms import enhanced_image, make_study, write_series  # noqa: E402
 
 
 def _status_mib(field: str) -> float:
@@ -57,6 +60,8 @@ def main() -> int:
                         help="slice thicknesses (mm) of the series to analyse")
     parser.add_argument("--matrix", type=int, default=512)
     parser.add_argument("--coverage", type=float, default=160.0, help="head coverage (mm)")
+    parser.add_argument("--enhanced", action="store_true",
+                        help="read each series as one multi-frame instance")
     args = parser.parse_args()
     context = multiprocessing.get_context("spawn")
     print(f"{'series':>22} {'job s':>6} {'RSS before':>11} {'peak':>8} {'job growth':>11} "
@@ -67,11 +72,18 @@ def main() -> int:
                                matrix=args.matrix, lesion_size="medium")
             folder = Path(tmp) / f"series-{thickness:g}mm"
             paths = write_series(study, folder)
+            if args.enhanced:
+                import pydicom
+
+                image = enhanced_image([pydicom.dcmread(path) for path in paths])
+                for path in paths:
+                    path.unlink()
+                image.save_as(folder / "CT.enhanced.dcm", enforce_file_format=True)
             volume_mib = len(paths) * args.matrix * args.matrix * 4 / 2**20
             with context.Pool(1) as pool:
                 before, peak, seconds, _ = pool.apply(_job, (str(folder),))
             growth = peak - before
-            name = f"{len(paths)} × {thickness:g} mm"
+            name = f"{len(paths)} × {thickness:g} mm" + (" enhanced" if args.enhanced else "")
             print(f"{name:>22} {seconds:6.1f} {before:8.0f} MiB {peak:4.0f} MiB {growth:7.0f} MiB "
                   f"{volume_mib:6.0f} MiB {growth / volume_mib:15.1f}x", flush=True)
     return 0

@@ -17,6 +17,7 @@ import copy
 import numpy as np
 from pydicom import Dataset
 from pydicom.dataset import FileMetaDataset
+from pydicom.pixels.decoders.base import get_decoder
 from pydicom.tag import Tag
 from pydicom.uid import ExplicitVRLittleEndian
 
@@ -64,15 +65,6 @@ def single_frames(ds: Dataset) -> list[Dataset]:
         raise FrameError(f"multi-frame instance {uid} has {count} frames but {found} per-frame functional "
                          "group items (PS3.3 C.7.6.16): where each frame lies is unknown")
     shared = ds.get("SharedFunctionalGroupsSequence") or [Dataset()]
-    try:
-        pixels = np.asarray(ds.pixel_array)
-    except Exception as exc:  # a codec that is not installed, or damaged pixel data
-        raise FrameError(f"pixel data of multi-frame instance {uid} cannot be decoded: {exc}") from exc
-    if pixels.size != count * int(ds.Rows) * int(ds.Columns):
-        raise FrameError(f"multi-frame instance {uid}: {pixels.shape} pixels are not {count} frames of "
-                         f"{ds.Rows}x{ds.Columns} with one sample each")
-    pixels = pixels.reshape(count, int(ds.Rows), int(ds.Columns))
-    little_endian = pixels.dtype.newbyteorder("<")
     views: list[Dataset] = []
     for index in range(count):
         view = FrameView(index + 1)
@@ -85,9 +77,22 @@ def single_frames(ds: Dataset) -> list[Dataset]:
             _lift(groups, view)
         if "FrameType" in view:  # LOCALIZER and the like are stated per frame
             view.ImageType = view.FrameType
-        view.PixelData = np.ascontiguousarray(pixels[index], dtype=little_endian).tobytes()
+        view.PixelData = _frame_pixels(ds, index).tobytes()
         views.append(view)
     return views
+
+
+def _frame_pixels(ds: Dataset, index: int) -> np.ndarray:
+    """One frame, decoded on its own (the instance keeps no decoded copy of all its frames)."""
+    uid = ds.get("SOPInstanceUID", "?")
+    try:
+        pixels, _ = get_decoder(ds.file_meta.TransferSyntaxUID).as_array(ds, index=index)
+    except Exception as exc:  # a codec that is not installed, or damaged pixel data
+        raise FrameError(f"pixel data of multi-frame instance {uid} cannot be decoded: {exc}") from exc
+    if pixels.shape != (int(ds.Rows), int(ds.Columns)):
+        raise FrameError(f"multi-frame instance {uid}: frame {index + 1} is {pixels.shape}, not "
+                         f"{ds.Rows}x{ds.Columns} with one sample per pixel")
+    return np.ascontiguousarray(pixels, dtype=pixels.dtype.newbyteorder("<"))
 
 
 def _lift(groups: Dataset, view: Dataset) -> None:
