@@ -121,6 +121,11 @@ def load_ct_volume(datasets: Sequence[Dataset], *, min_slices: int = 3) -> CtVol
         image_type = [str(v).upper() for v in ds.get("ImageType", [])]
         if "LOCALIZER" in image_type:
             raise SeriesRejected("the series is a localizer (scout)")
+    unscaled = sum(1 for ds in images if "ModalityLUTSequence" not in ds
+                   and not ("RescaleIntercept" in ds and "RescaleSlope" in ds))
+    if unscaled:  # pixel values are not HU without them (CT stores air as 0 or -1024 alike)
+        raise SeriesRejected(f"{unscaled} slice(s) lack RescaleIntercept and RescaleSlope: "
+                             "their Hounsfield units are unknown")
     sizes = {(int(ds.Rows), int(ds.Columns)) for ds in images}
     if len(sizes) != 1:
         raise SeriesRejected(f"slices of different sizes: {sorted(sizes)}")

@@ -103,6 +103,7 @@ def test_jpeg_2000_series_decode_to_the_same_hu(series: list[Dataset]) -> None:
         (lambda s: setattr(s[1], "ImageOrientationPatient", [0, 1, 0, 0, 0, -1]), "different orientations"),
         (lambda s: setattr(s[1], "ImagePositionPatient", s[0].ImagePositionPatient), "same position"),
         (lambda s: [delattr(d, "PixelSpacing") for d in s], "PixelSpacing"),
+        (lambda s: delattr(s[2], "RescaleIntercept"), "1 slice\\(s\\) lack RescaleIntercept"),
         (lambda s: s.__delitem__(slice(1, None)), "at least 3"),
     ],
 )
