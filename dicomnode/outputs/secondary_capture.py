@@ -257,7 +257,7 @@ def _secondary_capture(
         hd.sr.CodedConcept.from_code(codes.DCM.SourceImageForImageProcessingOperation)
     ]
     ds.SourceImageSequence = [reference]
-    for keyword in ("StudyDescription", "BodyPartExamined", "Laterality", "ImageLaterality"):
+    for keyword in ("StudyDescription", "BodyPartExamined", "ImageLaterality"):
         if keyword in source:
             setattr(ds, keyword, source[keyword].value)
     if "ImageLaterality" not in ds and source.get("FrameLaterality"):  # a frame of an enhanced image

@@ -119,8 +119,7 @@ def triage_report(
         imaging_measurements=[group],
     )
     ds: Dataset = hd.sr.Comprehensive3DSR(
-        # the frames of an enhanced instance are one instance of evidence
-        evidence=list({str(ds.SOPInstanceUID): ds for ds in sources}.values()),
+        evidence=_evidence(sources),
         content=report,
         series_instance_uid=series_uid,
         series_number=series_number,
@@ -158,6 +157,28 @@ def triage_report(
         ds.SOPInstanceUID, finding.score, finding.category.lower(), len(finding.top_slices),
     )
     return ds
+
+
+# Patient and General Study attributes that DICOM requires (Type 2) and highdicom reads from
+# the first evidence dataset; a sender may leave them out.
+_IDENTITY_KEYWORDS = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate",
+                      "StudyTime", "StudyID", "AccessionNumber", "ReferringPhysicianName")
+
+
+def _evidence(sources: Sequence[Dataset]) -> list[Dataset]:
+    """Each source instance once (the frames of an enhanced instance are one instance); the first
+    with any missing patient and study identity present and empty, as the report carries it."""
+    evidence = list({str(ds.SOPInstanceUID): ds for ds in sources}.values())
+    missing = [keyword for keyword in _IDENTITY_KEYWORDS if keyword not in evidence[0]]
+    if missing:
+        first = Dataset()  # the received dataset itself is left as it came
+        for element in evidence[0]:
+            first.add(element)
+        for keyword in missing:
+            setattr(first, keyword, None)
+        evidence[0] = first
+        logger.warning("the source lacks %s: the report carries them empty", ", ".join(missing))
+    return evidence
 
 
 def _algorithm_id(algorithm: AlgorithmInfo) -> hd.sr.AlgorithmIdentification:

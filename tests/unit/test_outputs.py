@@ -307,6 +307,25 @@ def test_triage_report_rejects_foreign_slices(sources: list[Dataset], algorithm:
         triage_report(sources, finding, series_uid=generate_uid(), series_number=1, algorithm=algorithm)
 
 
+def test_results_of_a_source_without_patient_and_study_identity_are_valid(
+        sources: list[Dataset], anomaly: np.ndarray, algorithm: AlgorithmInfo, tmp_path: Path) -> None:
+    """Type 2 attributes a sender left out are sent empty; the received datasets stay as they came."""
+    left_out = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
+                "StudyID", "AccessionNumber", "ReferringPhysicianName")
+    for ds in sources:
+        for keyword in left_out:
+            if keyword in ds:
+                delattr(ds, keyword)
+    finding = TriageFinding(score=50.0, category="urgent", top_slices=[SliceFinding(sources[1], 60.0)])
+    report = triage_report(sources, finding, series_uid=generate_uid(), series_number=903,
+                           algorithm=algorithm)
+    heatmap_sc = heatmap(sources[1], anomaly, algorithm)
+    for name, ds in (("sr", report), ("sc", heatmap_sc)):
+        ds = assert_valid(ds, tmp_path / f"{name}.dcm")
+        assert ds.PatientID == "" and ds.StudyInstanceUID == sources[0].StudyInstanceUID
+    assert not any(keyword in ds for ds in sources for keyword in left_out)
+
+
 def test_finding_validation(sources: list[Dataset]) -> None:
     with pytest.raises(ValueError, match="category"):
         TriageFinding(score=10.0, category="soon")
