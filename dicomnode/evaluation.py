@@ -234,7 +234,8 @@ def summary_rows(result: ConditionResult) -> list[tuple[str, str]]:
         sens90 = metrics.sensitivity_at_specificity(y, s, 0.9)
         sens95 = metrics.sensitivity_at_specificity(y, s, 0.95)
         flawless = metrics.roc_auc(*result.flawless_scores(keep))
-        return (f"AUC {metrics.roc_auc(y, s):.3f} · sens@90%spec {sens90:.2f}"
+        low, high = metrics.auc_interval(y, s)
+        return (f"AUC {metrics.roc_auc(y, s):.3f} ({low:.2f}-{high:.2f}) · sens@90%spec {sens90:.2f}"
                 f" · sens@95%spec {sens95:.2f} · flawless generator {flawless:.3f} (n={n})")
 
     rows = [("all lesions", study_metrics(lambda s: True))]

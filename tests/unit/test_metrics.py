@@ -43,6 +43,22 @@ def test_paired_auc_change_interval_follows_the_pairing() -> None:
     assert low < 0.05 and high > -0.05 and low < high
 
 
+def test_auc_interval_holds_the_auc_and_narrows_with_more_cases() -> None:
+    rng = np.random.default_rng(1)
+
+    def cases(n: int) -> tuple[np.ndarray, np.ndarray]:
+        labels = np.r_[np.ones(n, dtype=bool), np.zeros(n, dtype=bool)]
+        return labels, np.r_[rng.normal(1.0, 1.0, n), rng.normal(0.0, 1.0, n)]
+
+    few, many = cases(16), cases(400)
+    (low_few, high_few), (low_many, high_many) = metrics.auc_interval(*few), metrics.auc_interval(*many)
+    assert low_few <= metrics.roc_auc(*few) <= high_few and low_many <= metrics.roc_auc(*many) <= high_many
+    assert high_many - low_many < (high_few - low_few) / 3
+    separated = np.array([1, 1, 0, 0], dtype=bool), np.array([2.0, 3.0, 0.0, 1.0])
+    assert metrics.auc_interval(*separated) == (1.0, 1.0)
+    assert np.isnan(metrics.auc_interval(np.ones(3, dtype=bool), np.arange(3.0))[0])
+
+
 def test_average_precision_matches_hand_computation() -> None:
     labels = np.array([1, 0, 1, 0])
     scores = np.array([0.9, 0.8, 0.7, 0.1])
