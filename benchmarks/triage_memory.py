@@ -24,7 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from dicomnode.phantoms import enhanced_image, make_study, write_series  # noqa: E402
+from dicomnode.phantoms import make_study, write_enhanced_series, write_series  # noqa: E402
 
 
 def _status_mib(field: str) -> float:
@@ -71,19 +71,16 @@ def main() -> int:
             study = make_study(700, "ich", slice_thickness_mm=thickness, coverage_mm=args.coverage,
                                matrix=args.matrix, lesion_size="medium")
             folder = Path(tmp) / f"series-{thickness:g}mm"
-            paths = write_series(study, folder)
             if args.enhanced:
-                import pydicom
-
-                image = enhanced_image([pydicom.dcmread(path) for path in paths])
-                for path in paths:
-                    path.unlink()
-                image.save_as(folder / "CT.enhanced.dcm", enforce_file_format=True)
-            volume_mib = len(paths) * args.matrix * args.matrix * 4 / 2**20
+                write_enhanced_series(study, folder)
+            else:
+                write_series(study, folder)
+            slices = study.shape[0]
+            volume_mib = slices * args.matrix * args.matrix * 4 / 2**20
             with context.Pool(1) as pool:
                 before, peak, seconds, _ = pool.apply(_job, (str(folder),))
             growth = peak - before
-            name = f"{len(paths)} × {thickness:g} mm" + (" enhanced" if args.enhanced else "")
+            name = f"{slices} × {thickness:g} mm" + (" enhanced" if args.enhanced else "")
             print(f"{name:>22} {seconds:6.1f} {before:8.0f} MiB {peak:4.0f} MiB {growth:7.0f} MiB "
                   f"{volume_mib:6.0f} MiB {growth / volume_mib:15.1f}x", flush=True)
     return 0

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import logging
-import tempfile
 import time
 from pathlib import Path
 
-import pydicom
-
-from dicomnode.phantoms.dicom_writer import enhanced_image, write_series
+from dicomnode.phantoms.dicom_writer import write_enhanced_series, write_series
 from dicomnode.phantoms.lesions import LESION_KINDS, LESION_NAMES
 from dicomnode.phantoms.volume import make_study
 
@@ -45,14 +42,8 @@ def cmd_phantom(
     except (ValueError, KeyError) as exc:
         print(f"error: {exc}")
         return 2
-    if enhanced:  # the slices are written aside, then converted into one instance in OUTDIR
-        with tempfile.TemporaryDirectory() as slices:
-            paths = write_series(study, Path(slices), seed=seed, vendor=vendor, position=position)
-            image = enhanced_image([pydicom.dcmread(path) for path in paths])
-        Path(outdir).mkdir(parents=True, exist_ok=True)
-        image.save_as(Path(outdir) / "CT.enhanced.dcm", enforce_file_format=True)
-    else:
-        paths = write_series(study, Path(outdir), seed=seed, vendor=vendor, position=position)
+    write = write_enhanced_series if enhanced else write_series
+    write(study, Path(outdir), seed=seed, vendor=vendor, position=position)
     what = (
         "healthy head"
         if lesion is None
@@ -61,7 +52,7 @@ def cmd_phantom(
     dz, _, dx = study.spacing
     packed = " as one multi-frame instance" if enhanced else ""
     print(
-        f"wrote {len(paths)} CT images{packed} to {outdir}: seed {seed}, {what}, {study.vendor} profile, "
+        f"wrote {study.shape[0]} CT images{packed} to {outdir}: seed {seed}, {what}, {study.vendor} profile, "
         f"{study.shape[1]}x{study.shape[2]} at {dx:.3f} mm, {dz:g} mm slices, patient {position}"
         + (f", gantry tilted {gantry_tilt:g} degrees" if gantry_tilt else "")
         + (f", head pitched {head_pitch:+g} degrees" if head_pitch else "") + " "

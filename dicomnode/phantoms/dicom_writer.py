@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pydicom
 from highdicom.legacy import LegacyConvertedEnhancedCTImage
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID, CTImageStorage, ExplicitVRLittleEndian, generate_uid
@@ -98,6 +101,21 @@ def write_series(
         paths.append(path)
     logger.debug("wrote %d CT instances of phantom series to %s", len(paths), outdir)
     return paths
+
+
+def write_enhanced_series(study: PhantomStudy, outdir: Path, **options: Any) -> Path:
+    """Write the study as one Legacy Converted Enhanced CT instance, `outdir`/CT.enhanced.dcm.
+
+    The slices `write_series` would write (`options` are its own) are written aside and
+    converted by `enhanced_image`; returns the instance's path.
+    """
+    with tempfile.TemporaryDirectory() as aside:
+        paths = write_series(study, Path(aside), **options)
+        image = enhanced_image([pydicom.dcmread(path) for path in paths])
+    outdir.mkdir(parents=True, exist_ok=True)
+    path = outdir / "CT.enhanced.dcm"
+    image.save_as(path, enforce_file_format=True)
+    return path
 
 
 def enhanced_image(slices: Sequence[Dataset]) -> Dataset:

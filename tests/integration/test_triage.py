@@ -99,17 +99,16 @@ def test_haemorrhage_scores_above_healthy_and_results_reach_orthanc(tmp_path: Pa
 
 @pytest.mark.skipif(not MODEL.exists(), reason="the anomaly_triage model is not in the zoo")
 def test_an_enhanced_ct_is_triaged_frame_by_frame(tmp_path: Path, orthanc: Orthanc) -> None:
-    from dicomnode.phantoms import enhanced_image, make_study, write_series
+    from dicomnode.phantoms import make_study, write_enhanced_series
 
-    slices = write_series(make_study(103, "ich", slice_thickness_mm=5.0, lesion_size="large", matrix=256),
-                          tmp_path / "slices")
-    image = enhanced_image([pydicom.dcmread(path) for path in slices])
-    image.save_as(tmp_path / "enhanced.dcm", enforce_file_format=True)
+    study = make_study(103, "ich", slice_thickness_mm=5.0, lesion_size="large", matrix=256)
+    enhanced = write_enhanced_series(study, tmp_path / "enhanced")
+    image = pydicom.dcmread(enhanced, stop_before_pixels=True)
     pacs = {"pacs": {"host": "127.0.0.1", "port": orthanc.dicom_port, "ae_title": orthanc.aet}}
     with NodeProcess(tmp_path / "node", rules=TRIAGE_RULES, destinations=pacs,
                      engines={"models_dir": str(REPO / "engines"), "backend": "onnxruntime"}) as node:
         # -R: propose the classes of the files; storescu's default list lacks enhanced CT
-        result = storescu(node.port, [tmp_path / "enhanced.dcm"], extra=["-R"])
+        result = storescu(node.port, [enhanced], extra=["-R"])
         assert result.returncode == 0, result.stderr
 
         def results() -> list[Dataset] | None:
@@ -128,7 +127,7 @@ def test_an_enhanced_ct_is_triaged_frame_by_frame(tmp_path: Path, orthanc: Ortha
         (source,) = ds.SourceImageSequence
         assert source.ReferencedSOPInstanceUID == image.SOPInstanceUID
         frames.add(int(source.ReferencedFrameNumber))
-    assert len(frames) == len(heatmaps) and frames <= set(range(1, len(slices) + 1))
+    assert len(frames) == len(heatmaps) and frames <= set(range(1, study.shape[0] + 1))
     for i, ds in enumerate(found):
         assert ds.StudyInstanceUID == image.StudyInstanceUID and ds.SeriesDescription.startswith("AI")
         path = tmp_path / f"result{i}.dcm"
