@@ -76,6 +76,7 @@ class ResultRecorder:
             patient_id=_text(first, "PatientID"), study_description=_text(first, "StudyDescription"),
             arrived_at=job.arrived_at, result_at=now, score=triage.score, category=_category(triage.category),
             top_slice_sop_uid=triage.top_slice_sop_uid, top_slice_index=triage.top_slice_index,
+            top_slice_frame_number=triage.top_slice_frame_number,
             thumbnail_png=triage.thumbnail_png, warnings=triage.warnings,
         ))
         self._telemetry.receive_to_result_seconds.observe(max(now - job.arrived_at, 0.0))

@@ -46,6 +46,7 @@ from scipy import ndimage
 
 from dicomnode.engines import Engine
 from dicomnode.errors import ConfigError
+from dicomnode.frames import frame_number
 from dicomnode.generators.base import GeneratorOutput, TriageSummary
 from dicomnode.generators.ct import (
     CHUNK_SLICES,
@@ -349,6 +350,7 @@ class AnomalyTriage:
             category=analysis.category,
             top_slice_sop_uid=str(sources[most].SOPInstanceUID) if most is not None else None,
             top_slice_index=most,
+            top_slice_frame_number=frame_number(sources[most]) if most is not None else None,
             thumbnail_png=_thumbnail(heatmaps[shown]),
             warnings=tuple(f"a slice may be missing between {start:.1f} and {end:.1f} mm along the "
                            "series; its neighbours were scored across the gap"

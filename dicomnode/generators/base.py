@@ -17,6 +17,8 @@ class TriageSummary:
     category: str
     top_slice_sop_uid: str | None
     top_slice_index: int | None
+    # The frame of a multi-frame (enhanced) instance that holds the top slice (1-based), else None.
+    top_slice_frame_number: int | None = None
     thumbnail_png: bytes | None = None
     # What the reader should know about the input (a slice that may be missing), in words.
     warnings: tuple[str, ...] = ()

@@ -53,6 +53,7 @@ CREATE TABLE IF NOT EXISTS worklist (
     category TEXT CHECK (category IN ('critical', 'urgent', 'routine')),
     top_slice_sop_uid TEXT,
     top_slice_index INTEGER,
+    top_slice_frame_number INTEGER,
     thumbnail BLOB,
     state TEXT NOT NULL CHECK (state IN ('pending', 'done', 'failed')),
     error TEXT,
@@ -77,12 +78,13 @@ _SEVERITY = {"critical": 0, "urgent": 1, "routine": 2}
 
 _COLUMNS = (
     "study_uid, series_uid, accession_number, patient_name, patient_id, study_description, arrived_at,"
-    " result_at, score, category, top_slice_sop_uid, top_slice_index, thumbnail IS NOT NULL AS has_thumbnail,"
+    " result_at, score, category, top_slice_sop_uid, top_slice_index, top_slice_frame_number,"
+    " thumbnail IS NOT NULL AS has_thumbnail,"
     " state, error, acknowledged_by, acknowledged_at, warnings"
 )
 
 # Columns added after the first release: (name, definition), added to older databases at start.
-_ADDED_COLUMNS = (("warnings", "TEXT NOT NULL DEFAULT '[]'"),)
+_ADDED_COLUMNS = (("warnings", "TEXT NOT NULL DEFAULT '[]'"), ("top_slice_frame_number", "INTEGER"))
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,7 @@ class TriageEntry:
     category: Category | None
     top_slice_sop_uid: str | None = None
     top_slice_index: int | None = None
+    top_slice_frame_number: int | None = None  # 1-based, where the top slice is a frame of an enhanced CT
     thumbnail_png: bytes | None = None  # heat map on the most anomalous slice
     warnings: tuple[str, ...] = ()  # about the input, for the reader (a slice that may be missing)
 
@@ -121,6 +124,7 @@ class WorklistEntry:
     category: Category | None
     top_slice_sop_uid: str | None
     top_slice_index: int | None
+    top_slice_frame_number: int | None
     has_thumbnail: bool
     state: State
     error: str | None
@@ -207,8 +211,8 @@ class WorklistStore:
                 self._conn.execute(
                     "INSERT INTO worklist (study_uid, series_uid, accession_number, patient_name, patient_id,"
                     " study_description, arrived_at, result_at, score, category, top_slice_sop_uid,"
-                    " top_slice_index, thumbnail, warnings, state)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'done')"
+                    " top_slice_index, top_slice_frame_number, thumbnail, warnings, state)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'done')"
                     " ON CONFLICT (study_uid) DO UPDATE SET"
                     " series_uid = excluded.series_uid,"
                     " accession_number = COALESCE(NULLIF(excluded.accession_number, ''),"
@@ -220,12 +224,14 @@ class WorklistStore:
                     " arrived_at = MIN(worklist.arrived_at, excluded.arrived_at),"
                     " result_at = excluded.result_at, score = excluded.score, category = excluded.category,"
                     " top_slice_sop_uid = excluded.top_slice_sop_uid,"
-                    " top_slice_index = excluded.top_slice_index, thumbnail = excluded.thumbnail,"
+                    " top_slice_index = excluded.top_slice_index,"
+                    " top_slice_frame_number = excluded.top_slice_frame_number,"
+                    " thumbnail = excluded.thumbnail,"
                     " warnings = excluded.warnings, state = 'done', error = NULL",
                     (entry.study_uid, entry.series_uid, entry.accession_number, entry.patient_name,
                      entry.patient_id, entry.study_description, entry.arrived_at, entry.result_at,
                      entry.score, entry.category, entry.top_slice_sop_uid, entry.top_slice_index,
-                     entry.thumbnail_png, json.dumps(list(entry.warnings))),
+                     entry.top_slice_frame_number, entry.thumbnail_png, json.dumps(list(entry.warnings))),
                 )
                 if row is not None and row["acknowledged_at"] is not None and not keep_ack:
                     self._conn.execute(
@@ -360,6 +366,7 @@ def _entry(row: sqlite3.Row) -> WorklistEntry:
         category=cast(Category | None, row["category"]),
         top_slice_sop_uid=row["top_slice_sop_uid"],
         top_slice_index=row["top_slice_index"],
+        top_slice_frame_number=row["top_slice_frame_number"],
         has_thumbnail=bool(row["has_thumbnail"]),
         state=cast(State, row["state"]),
         error=row["error"],

@@ -75,6 +75,7 @@ def create_app(
             "warnings": list(entry.warnings),
             "top_slice_sop_uid": entry.top_slice_sop_uid,
             "top_slice_index": entry.top_slice_index,
+            "top_slice_frame_number": entry.top_slice_frame_number,
             "acknowledged": entry.acknowledged,
             "acknowledged_by": entry.acknowledged_by,
             "acknowledged_at": entry.acknowledged_at,

@@ -118,10 +118,14 @@ def test_an_enhanced_ct_is_triaged_frame_by_frame(tmp_path: Path, orthanc: Ortha
 
         found = wait_for(results, 180, "the report and its heat maps in Orthanc", interval=0.5)
         assert node.query("SELECT state, error FROM jobs") == [("done", None)], node.log()[-3000:]
+        listed = node.query("SELECT top_slice_sop_uid, top_slice_frame_number FROM worklist")
 
     (report,) = [ds for ds in found if ds.Modality == "SR"]
     heatmaps = [ds for ds in found if ds.Modality == "OT"]
     assert _score(report) >= 70.0  # a large haemorrhage: critical
+    # The worklist names the frame that holds the top slice: the instance alone is the whole series.
+    ((top_uid, top_frame),) = listed
+    assert top_uid == image.SOPInstanceUID and 1 <= top_frame <= study.shape[0]
     frames = set()
     for ds in heatmaps:
         (source,) = ds.SourceImageSequence

@@ -147,6 +147,7 @@ def test_hyperdense_blood_is_found_on_its_slices(registry: EngineRegistry, tmp_p
     summary = output.triage
     assert summary is not None
     assert summary.top_slice_index in (2, 3)
+    assert summary.top_slice_frame_number is None  # classic slices: the instance is the slice
     assert summary.score > 40 and summary.category in ("urgent", "critical")
     assert summary.thumbnail_png is not None and summary.thumbnail_png.startswith(b"\x89PNG")
     referenced = {ds.SourceImageSequence[0].ReferencedSOPInstanceUID for ds in output.objects[:-1]}

@@ -29,6 +29,7 @@ def triage_entry(
     accession_number: str | None = None,
     thumbnail: bytes | None = None,
     warnings: tuple[str, ...] = (),
+    frame_number: int | None = None,
 ) -> TriageEntry:
     return TriageEntry(
         study_uid=study_uid,
@@ -43,6 +44,7 @@ def triage_entry(
         category=category,
         top_slice_sop_uid=f"{study_uid}.1.7",
         top_slice_index=7,
+        top_slice_frame_number=frame_number,
         thumbnail_png=thumbnail,
         warnings=warnings,
     )

@@ -30,7 +30,7 @@ def store(tmp_path: Path) -> Iterator[WorklistStore]:
                                      thumbnail=tiny_png((9, 9, 9))))
     store.record_result(triage_entry("1.2.3.2", "critical", 91.0, arrived_at=200.0,
                                      accession_number="A&B 2", thumbnail=tiny_png((255, 0, 0)),
-                                     warnings=("a slice may be missing",)))
+                                     warnings=("a slice may be missing",), frame_number=8))
     store.record_failure("1.2.3.3", "engine failed: out of memory", accession_number="ACC3", arrived_at=300.0)
     yield store
     store.close()
@@ -107,6 +107,8 @@ def test_study_details_and_thumbnail(store: WorklistStore) -> None:
     details = client.get("/api/studies/1.2.3.2")
     assert details.status_code == 200
     assert details.json()["top_slice_index"] == 7
+    assert details.json()["top_slice_frame_number"] == 8  # the top slice is frame 8 of an enhanced CT
+    assert client.get("/api/studies/1.2.3.1").json()["top_slice_frame_number"] is None  # classic slices
     assert details.json()["warnings"] == ["a slice may be missing"]
     assert client.get("/api/studies/1.2.3.1").json()["warnings"] == []
     png = client.get(details.json()["thumbnail_url"])

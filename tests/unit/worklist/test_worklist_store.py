@@ -133,7 +133,7 @@ def test_warnings_follow_the_latest_result(store: WorklistStore) -> None:
     assert entry is not None and entry.warnings == ()
 
 
-def test_a_worklist_from_before_warnings_is_upgraded_in_place(tmp_path: Path) -> None:
+def test_a_worklist_from_before_warnings_and_frame_numbers_is_upgraded_in_place(tmp_path: Path) -> None:
     db = tmp_path / "index.sqlite3"
     conn = sqlite3.connect(db)
     conn.executescript(
@@ -150,8 +150,9 @@ def test_a_worklist_from_before_warnings_is_upgraded_in_place(tmp_path: Path) ->
     try:
         entry = store.get("13.1")
         assert entry is not None and entry.category == "urgent" and entry.warnings == ()
-        store.record_result(triage_entry("13.1", "urgent", 56.0, warnings=("check",)))
-        assert [e.warnings for e in store.list()] == [("check",)]
+        assert entry.top_slice_frame_number is None
+        store.record_result(triage_entry("13.1", "urgent", 56.0, warnings=("check",), frame_number=4))
+        assert [(e.warnings, e.top_slice_frame_number) for e in store.list()] == [(("check",), 4)]
     finally:
         store.close()
     WorklistStore(db).close()  # a second start finds the column and adds nothing
