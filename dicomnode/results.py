@@ -30,6 +30,11 @@ def _text(ds: Dataset | None, keyword: str) -> str:
     return "" if ds is None else str(ds.get(keyword, "") or "")
 
 
+def _series_label(ds: Dataset | None) -> str:
+    """How a reader finds the series in the viewer: its number and description."""
+    return " ".join(part for part in (_text(ds, "SeriesNumber"), _text(ds, "SeriesDescription")) if part)
+
+
 class ResultRecorder:
     """The job worker's observer: every triage job ends on the worklist, done or failed."""
 
@@ -64,6 +69,7 @@ class ResultRecorder:
         if error is not None or output is None or output.triage is None:
             self._worklist.record_failure(
                 study_uid, error or "no triage result", series_uid=job.series_uid,
+                series_label=_series_label(first),
                 accession_number=_text(first, "AccessionNumber"),
                 study_description=_text(first, "StudyDescription"), arrived_at=job.arrived_at,
                 failed_at=now,
@@ -76,7 +82,7 @@ class ResultRecorder:
             patient_id=_text(first, "PatientID"), study_description=_text(first, "StudyDescription"),
             arrived_at=job.arrived_at, result_at=now, score=triage.score, category=_category(triage.category),
             top_slice_sop_uid=triage.top_slice_sop_uid, top_slice_index=triage.top_slice_index,
-            top_slice_frame_number=triage.top_slice_frame_number,
+            top_slice_frame_number=triage.top_slice_frame_number, series_label=_series_label(first),
             thumbnail_png=triage.thumbnail_png, warnings=triage.warnings,
         ))
         self._telemetry.receive_to_result_seconds.observe(max(now - job.arrived_at, 0.0))

@@ -13,9 +13,17 @@ Within a rank: higher score first (no score last), then the longest waiting firs
 Acknowledged studies keep their place; clients filter them out with ``acknowledged=False``.
 
 A study that already has a result keeps it when another of its series arrives
-(`record_pending`), so a critical finding never disappears behind "processing". A new
-result replaces the old one; if it is more severe than the acknowledged one, the
-acknowledgement is cleared so that the escalation is seen.
+(`record_pending`), so a critical finding never disappears behind "processing".
+
+A head CT study often holds several series the rules send to triage: thick and thin slices,
+soft-tissue and bone kernels, reformats. Each series keeps its own latest result
+(`worklist_series`); the study shows the most severe of them (then the highest score), so a
+critical finding in one series is never replaced by a milder result of another, whatever
+order they finish in. A series sent again replaces its own earlier result. A series that
+cannot be triaged (a coronal reformat, say) marks the study failed only while no series of
+it has a result; otherwise it is listed among the study's warnings. When the study's
+result becomes more severe than the acknowledged one, the acknowledgement is cleared so
+that the escalation is seen.
 """
 
 from __future__ import annotations
@@ -62,6 +70,41 @@ CREATE TABLE IF NOT EXISTS worklist (
     warnings TEXT NOT NULL DEFAULT '[]'
 );
 CREATE INDEX IF NOT EXISTS worklist_by_state ON worklist (state, category);
+CREATE TABLE IF NOT EXISTS worklist_series (
+    study_uid TEXT NOT NULL,
+    series_uid TEXT NOT NULL,
+    label TEXT NOT NULL DEFAULT '',
+    result_at REAL NOT NULL,
+    score REAL,
+    category TEXT CHECK (category IN ('critical', 'urgent', 'routine')),
+    top_slice_sop_uid TEXT,
+    top_slice_index INTEGER,
+    top_slice_frame_number INTEGER,
+    thumbnail BLOB,
+    warnings TEXT NOT NULL DEFAULT '[]',
+    state TEXT NOT NULL CHECK (state IN ('done', 'failed')),
+    error TEXT,
+    PRIMARY KEY (study_uid, series_uid)
+);
+"""
+
+# A worklist from before per-series results: each study's one result becomes its series'.
+_SEED_SERIES = """
+INSERT OR IGNORE INTO worklist_series (study_uid, series_uid, result_at, score, category,
+    top_slice_sop_uid, top_slice_index, top_slice_frame_number, thumbnail, warnings, state, error)
+SELECT study_uid, series_uid, COALESCE(result_at, arrived_at), score, category, top_slice_sop_uid,
+    top_slice_index, top_slice_frame_number, thumbnail, warnings, state, error
+FROM worklist
+WHERE series_uid IS NOT NULL AND state IN ('done', 'failed')
+    AND NOT EXISTS (SELECT 1 FROM worklist_series s WHERE s.study_uid = worklist.study_uid)
+"""
+
+# The series whose result the study shows: the most severe, then the highest score, then the latest.
+_LEAD_SERIES = """
+SELECT * FROM worklist_series WHERE study_uid = ? AND state = 'done'
+ORDER BY CASE category WHEN 'critical' THEN 0 WHEN 'urgent' THEN 1 WHEN 'routine' THEN 2 ELSE 3 END,
+    score IS NULL, score DESC, result_at DESC
+LIMIT 1
 """
 
 # Lower ranks are read first; see the module docstring.
@@ -104,6 +147,7 @@ class TriageEntry:
     top_slice_sop_uid: str | None = None
     top_slice_index: int | None = None
     top_slice_frame_number: int | None = None  # 1-based, where the top slice is a frame of an enhanced CT
+    series_label: str = ""  # "SeriesNumber SeriesDescription", to name the series to the reader
     thumbnail_png: bytes | None = None  # heat map on the most anomalous slice
     warnings: tuple[str, ...] = ()  # about the input, for the reader (a slice that may be missing)
 
@@ -151,6 +195,8 @@ class WorklistStore:
         self._lock = threading.Lock()
         self._conn.executescript(SCHEMA)
         self._add_missing_columns()
+        with self._conn:
+            self._conn.execute(_SEED_SERIES)
 
     def _add_missing_columns(self) -> None:
         """Bring a worklist written by an earlier version up to the current columns."""
@@ -198,54 +244,42 @@ class WorklistStore:
         log.info("worklist: study %s pending", study_uid)
 
     def record_result(self, entry: TriageEntry) -> None:
-        """Store a triage result; it replaces an earlier one for the same study."""
+        """Store a series' triage result; the study shows its most severe series (module docstring)."""
         if entry.category is not None and entry.category not in CATEGORIES:
             raise ValueError(f"unknown triage category {entry.category!r}")
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
-                row = self._conn.execute(
-                    "SELECT category, acknowledged_at FROM worklist WHERE study_uid = ?", (entry.study_uid,)
-                ).fetchone()
-                keep_ack = row is not None and not _escalates(row["category"], entry.category)
+                self._conn.execute(
+                    "INSERT OR REPLACE INTO worklist_series (study_uid, series_uid, label, result_at, score,"
+                    " category, top_slice_sop_uid, top_slice_index, top_slice_frame_number, thumbnail,"
+                    " warnings, state, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'done', NULL)",
+                    (entry.study_uid, entry.series_uid, entry.series_label, entry.result_at, entry.score,
+                     entry.category, entry.top_slice_sop_uid, entry.top_slice_index,
+                     entry.top_slice_frame_number, entry.thumbnail_png, json.dumps(list(entry.warnings))),
+                )
                 self._conn.execute(
                     "INSERT INTO worklist (study_uid, series_uid, accession_number, patient_name, patient_id,"
-                    " study_description, arrived_at, result_at, score, category, top_slice_sop_uid,"
-                    " top_slice_index, top_slice_frame_number, thumbnail, warnings, state)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'done')"
+                    " study_description, arrived_at, result_at, state)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'done')"
                     " ON CONFLICT (study_uid) DO UPDATE SET"
-                    " series_uid = excluded.series_uid,"
                     " accession_number = COALESCE(NULLIF(excluded.accession_number, ''),"
                     "   worklist.accession_number),"
                     " patient_name = COALESCE(NULLIF(excluded.patient_name, ''), worklist.patient_name),"
                     " patient_id = COALESCE(NULLIF(excluded.patient_id, ''), worklist.patient_id),"
                     " study_description = COALESCE(NULLIF(excluded.study_description, ''),"
                     "   worklist.study_description),"
-                    " arrived_at = MIN(worklist.arrived_at, excluded.arrived_at),"
-                    " result_at = excluded.result_at, score = excluded.score, category = excluded.category,"
-                    " top_slice_sop_uid = excluded.top_slice_sop_uid,"
-                    " top_slice_index = excluded.top_slice_index,"
-                    " top_slice_frame_number = excluded.top_slice_frame_number,"
-                    " thumbnail = excluded.thumbnail,"
-                    " warnings = excluded.warnings, state = 'done', error = NULL",
+                    " arrived_at = MIN(worklist.arrived_at, excluded.arrived_at)",
                     (entry.study_uid, entry.series_uid, entry.accession_number, entry.patient_name,
-                     entry.patient_id, entry.study_description, entry.arrived_at, entry.result_at,
-                     entry.score, entry.category, entry.top_slice_sop_uid, entry.top_slice_index,
-                     entry.top_slice_frame_number, entry.thumbnail_png, json.dumps(list(entry.warnings))),
+                     entry.patient_id, entry.study_description, entry.arrived_at, entry.result_at),
                 )
-                if row is not None and row["acknowledged_at"] is not None and not keep_ack:
-                    self._conn.execute(
-                        "UPDATE worklist SET acknowledged_by = NULL, acknowledged_at = NULL"
-                        " WHERE study_uid = ?",
-                        (entry.study_uid,),
-                    )
-                    log.warning("worklist: study %s escalated to %s; acknowledgement cleared",
-                                entry.study_uid, entry.category)
+                self._show_lead_series(entry.study_uid)
                 self._conn.execute("COMMIT")
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise
-        log.info("worklist: study %s triaged as %s (score %s)", entry.study_uid, entry.category, entry.score)
+        log.info("worklist: study %s, series %s triaged as %s (score %s)", entry.study_uid,
+                 entry.series_uid, entry.category, entry.score)
 
     def record_failure(
         self,
@@ -253,29 +287,79 @@ class WorklistStore:
         error: str,
         *,
         series_uid: str | None = None,
+        series_label: str = "",
         accession_number: str = "",
         study_description: str = "",
         arrived_at: float | None = None,
         failed_at: float | None = None,
     ) -> None:
-        """Triage failed for the study; it stays visible (flagged) with the reason."""
+        """Triage of a series failed. The study is flagged failed, with the reason, unless another
+        of its series has a result; then the failure is one of the study's warnings."""
         now = time.time() if failed_at is None else failed_at
         arrived = now if arrived_at is None else arrived_at
         with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._conn.execute(
+                    "INSERT OR REPLACE INTO worklist_series (study_uid, series_uid, label, result_at, state,"
+                    " error) VALUES (?, ?, ?, ?, 'failed', ?)",
+                    (study_uid, series_uid or "", series_label, now, error),
+                )
+                self._conn.execute(
+                    "INSERT INTO worklist (study_uid, series_uid, accession_number, study_description,"
+                    " arrived_at, result_at, state, error) VALUES (?, ?, ?, ?, ?, ?, 'failed', ?)"
+                    " ON CONFLICT (study_uid) DO UPDATE SET"
+                    " series_uid = COALESCE(worklist.series_uid, excluded.series_uid),"
+                    " accession_number = COALESCE(NULLIF(worklist.accession_number, ''),"
+                    "   excluded.accession_number),"
+                    " study_description = COALESCE(NULLIF(worklist.study_description, ''),"
+                    "   excluded.study_description),"
+                    " arrived_at = MIN(worklist.arrived_at, excluded.arrived_at)",
+                    (study_uid, series_uid, accession_number, study_description, arrived, now, error),
+                )
+                if not self._show_lead_series(study_uid):
+                    self._conn.execute(
+                        "UPDATE worklist SET result_at = ?, state = 'failed', error = ? WHERE study_uid = ?",
+                        (now, error, study_uid),
+                    )
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+        log.warning("worklist: triage of study %s, series %s failed: %s", study_uid, series_uid, error)
+
+    def _show_lead_series(self, study_uid: str) -> bool:
+        """Put the study's lead series' result on its row (in the caller's transaction); False if
+        no series of the study has a result. Clears an acknowledgement the result escalates."""
+        lead = self._conn.execute(_LEAD_SERIES, (study_uid,)).fetchone()
+        if lead is None:
+            return False
+        failed = self._conn.execute(
+            "SELECT series_uid, label, error FROM worklist_series WHERE study_uid = ? AND state = 'failed'"
+            " ORDER BY result_at", (study_uid,),
+        ).fetchall()
+        warnings = [*json.loads(lead["warnings"]), *(
+            f"series {row['label'] or row['series_uid'] or '(unknown)'} was not triaged: {row['error']}"
+            for row in failed)]
+        row = self._conn.execute(
+            "SELECT category, acknowledged_at FROM worklist WHERE study_uid = ?", (study_uid,)
+        ).fetchone()
+        self._conn.execute(
+            "UPDATE worklist SET series_uid = ?, result_at = ?, score = ?, category = ?,"
+            " top_slice_sop_uid = ?, top_slice_index = ?, top_slice_frame_number = ?, thumbnail = ?,"
+            " warnings = ?, state = 'done', error = NULL WHERE study_uid = ?",
+            (lead["series_uid"], lead["result_at"], lead["score"], lead["category"],
+             lead["top_slice_sop_uid"], lead["top_slice_index"], lead["top_slice_frame_number"],
+             lead["thumbnail"], json.dumps(warnings), study_uid),
+        )
+        if row["acknowledged_at"] is not None and _escalates(row["category"], lead["category"]):
             self._conn.execute(
-                "INSERT INTO worklist (study_uid, series_uid, accession_number, study_description,"
-                " arrived_at, result_at, state, error) VALUES (?, ?, ?, ?, ?, ?, 'failed', ?)"
-                " ON CONFLICT (study_uid) DO UPDATE SET"
-                " series_uid = COALESCE(worklist.series_uid, excluded.series_uid),"
-                " accession_number = COALESCE(NULLIF(worklist.accession_number, ''),"
-                "   excluded.accession_number),"
-                " study_description = COALESCE(NULLIF(worklist.study_description, ''),"
-                "   excluded.study_description),"
-                " arrived_at = MIN(worklist.arrived_at, excluded.arrived_at),"
-                " result_at = excluded.result_at, state = 'failed', error = excluded.error",
-                (study_uid, series_uid, accession_number, study_description, arrived, now, error),
+                "UPDATE worklist SET acknowledged_by = NULL, acknowledged_at = NULL WHERE study_uid = ?",
+                (study_uid,),
             )
-        log.warning("worklist: triage of study %s failed: %s", study_uid, error)
+            log.warning("worklist: study %s escalated to %s; acknowledgement cleared",
+                        study_uid, lead["category"])
+        return True
 
     def acknowledge(self, study_uid: str, by: str, *, at: float | None = None) -> bool:
         """Mark a study as seen; False if it is unknown. The first acknowledgement is kept."""

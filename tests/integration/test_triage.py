@@ -137,3 +137,59 @@ def test_an_enhanced_ct_is_triaged_frame_by_frame(tmp_path: Path, orthanc: Ortha
         path = tmp_path / f"result{i}.dcm"
         ds.save_as(path, enforce_file_format=True)
         assert validate(path) == [], f"{ds.Modality} {ds.SeriesDescription}"
+
+
+def _as_series_of(files: list[Path], study: Dataset, folder: Path, number: int, description: str,
+                  orientation: list[float] | None = None) -> list[Path]:
+    """The slices as another series of `study` (same patient), optionally with another orientation."""
+    folder.mkdir()
+    series_uid = pydicom.uid.generate_uid()
+    out = []
+    for path in files:
+        ds = pydicom.dcmread(path)
+        for keyword in ("StudyInstanceUID", "PatientID", "PatientName", "AccessionNumber", "StudyID"):
+            setattr(ds, keyword, study.get(keyword, ""))
+        ds.SeriesInstanceUID, ds.SeriesNumber, ds.SeriesDescription = series_uid, number, description
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+        if orientation is not None:
+            ds.ImageOrientationPatient = orientation
+        out.append(folder / path.name)
+        ds.save_as(out[-1], enforce_file_format=True)
+    return out
+
+
+@pytest.mark.skipif(not MODEL.exists(), reason="the anomaly_triage model is not in the zoo")
+def test_a_study_of_several_series_shows_its_most_severe_result(tmp_path: Path, orthanc: Orthanc) -> None:
+    """A head CT study brings several series the rule sends to triage, finished in any order: the
+    bleed's critical result stays on the worklist beside a healthy-looking series, and a coronal
+    reformat that cannot be triaged is a warning, not a failed study."""
+    from dicomnode.phantoms import make_study, write_series
+
+    bleed = write_series(make_study(104, "ich", slice_thickness_mm=5.0, lesion_size="large", matrix=256),
+                         tmp_path / "bleed")
+    study = pydicom.dcmread(bleed[0], stop_before_pixels=True)
+    healthy = write_series(make_study(105, None, slice_thickness_mm=5.0, matrix=256), tmp_path / "healthy")
+    quiet = _as_series_of(healthy, study, tmp_path / "quiet", 3, "HEAD 5mm SOFT")
+    coronal = _as_series_of(healthy, study, tmp_path / "coronal", 4, "COR MPR",
+                            orientation=[1.0, 0.0, 0.0, 0.0, 0.0, -1.0])
+    pacs = {"pacs": {"host": "127.0.0.1", "port": orthanc.dicom_port, "ae_title": orthanc.aet}}
+    with NodeProcess(tmp_path / "node", rules=TRIAGE_RULES, destinations=pacs,
+                     engines={"models_dir": str(REPO / "engines"), "backend": "onnxruntime"}) as node:
+        for files in (bleed, quiet, coronal):
+            result = storescu(node.port, files)
+            assert result.returncode == 0, result.stderr
+
+        def settled() -> list[tuple[Any, ...]] | None:
+            rows = node.query("SELECT state FROM worklist_series WHERE study_uid = ?", study.StudyInstanceUID)
+            return rows if len(rows) == 3 else None
+
+        wait_for(settled, 240, "three triage results for the study", interval=0.5)
+        (row,) = node.query("SELECT state, category, series_uid, warnings, error FROM worklist")
+        scores = dict(node.query("SELECT series_uid, score FROM worklist_series"))
+
+    state, category, series_uid, warnings, error = row
+    assert (state, category, series_uid, error) == ("done", "critical", study.SeriesInstanceUID, None)
+    assert scores[study.SeriesInstanceUID] > scores[pydicom.dcmread(quiet[0]).SeriesInstanceUID]
+    (warning,) = json.loads(warnings)
+    assert warning.startswith("series 4 COR MPR was not triaged:"), warning
+    assert "not an axial series" in warning, warning

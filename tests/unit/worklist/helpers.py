@@ -30,10 +30,13 @@ def triage_entry(
     thumbnail: bytes | None = None,
     warnings: tuple[str, ...] = (),
     frame_number: int | None = None,
+    series_uid: str | None = None,
+    series_label: str = "",
 ) -> TriageEntry:
     return TriageEntry(
         study_uid=study_uid,
-        series_uid=f"{study_uid}.1",
+        series_uid=series_uid or f"{study_uid}.1",
+        series_label=series_label,
         accession_number=accession_number if accession_number is not None else f"ACC{study_uid[-4:]}",
         patient_name="Doe^Jane",
         patient_id="PID-1",

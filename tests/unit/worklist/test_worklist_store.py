@@ -111,6 +111,69 @@ def test_escalation_clears_the_acknowledgement(store: WorklistStore) -> None:
     assert entry is not None and not entry.acknowledged and entry.category == "critical"
 
 
+def test_a_milder_series_never_replaces_a_critical_one_of_the_same_study(store: WorklistStore) -> None:
+    # Thick slices find the bleed; the thin series of the same study, finished later, scores lower.
+    store.record_result(triage_entry("8.5", "critical", 91.0, series_uid="8.5.thick",
+                                     thumbnail=tiny_png((255, 0, 0)), frame_number=None))
+    store.record_result(triage_entry("8.5", "routine", 12.0, series_uid="8.5.thin"))
+    entry = store.get("8.5")
+    assert entry is not None
+    assert (entry.category, entry.score, entry.series_uid) == ("critical", 91.0, "8.5.thick")
+    assert store.thumbnail("8.5") == tiny_png((255, 0, 0))  # the thumbnail of the series shown
+    # The other order ends the same way.
+    store.record_result(triage_entry("8.6", "routine", 12.0, series_uid="8.6.thin"))
+    store.record_result(triage_entry("8.6", "critical", 91.0, series_uid="8.6.thick"))
+    entry = store.get("8.6")
+    assert entry is not None and (entry.category, entry.series_uid) == ("critical", "8.6.thick")
+    # Within a category, the higher score leads.
+    store.record_result(triage_entry("8.6", "critical", 97.0, series_uid="8.6.bone"))
+    entry = store.get("8.6")
+    assert entry is not None and (entry.score, entry.series_uid) == (97.0, "8.6.bone")
+
+
+def test_a_series_sent_again_replaces_only_its_own_result(store: WorklistStore) -> None:
+    store.record_result(triage_entry("8.7", "critical", 90.0, series_uid="8.7.a"))
+    store.record_result(triage_entry("8.7", "urgent", 50.0, series_uid="8.7.b"))
+    store.record_result(triage_entry("8.7", "routine", 10.0, series_uid="8.7.a"))  # a re-sent, corrected
+    entry = store.get("8.7")
+    assert entry is not None and (entry.category, entry.score, entry.series_uid) == ("urgent", 50.0, "8.7.b")
+
+
+def test_a_series_that_cannot_be_triaged_is_a_warning_beside_a_result(store: WorklistStore) -> None:
+    store.record_result(triage_entry("8.8", "urgent", 55.0, series_uid="8.8.axial"))
+    store.record_failure("8.8", "not an axial series", series_uid="8.8.coronal",
+                         series_label="4 Coronal MPR")
+    entry = store.get("8.8")
+    assert entry is not None
+    assert (entry.state, entry.category, entry.score, entry.error) == ("done", "urgent", 55.0, None)
+    assert entry.warnings == ("series 4 Coronal MPR was not triaged: not an axial series",)
+    assert order(store) == ["8.8"] and order(store, state="failed") == []
+    # Failure first, result second: the same.
+    store.record_failure("8.9", "not an axial series", series_uid="8.9.coronal", series_label="5 Sag")
+    entry = store.get("8.9")
+    assert entry is not None and (entry.state, entry.error) == ("failed", "not an axial series")
+    store.record_result(triage_entry("8.9", "routine", 3.0, series_uid="8.9.axial"))
+    entry = store.get("8.9")
+    assert entry is not None and (entry.state, entry.category, entry.error) == ("done", "routine", None)
+    assert entry.warnings == ("series 5 Sag was not triaged: not an axial series",)
+    # The series that had the result now fails when sent again: nothing is left to show.
+    store.record_failure("8.9", "out of memory", series_uid="8.9.axial")
+    entry = store.get("8.9")
+    assert entry is not None
+    assert (entry.state, entry.category, entry.error) == ("failed", "routine", "out of memory")
+
+
+def test_another_series_escalating_the_study_clears_the_acknowledgement(store: WorklistStore) -> None:
+    store.record_result(triage_entry("8.10", "urgent", 45.0, series_uid="8.10.a"))
+    store.acknowledge("8.10", "dr a")
+    store.record_result(triage_entry("8.10", "routine", 5.0, series_uid="8.10.b"))  # milder: nothing new
+    entry = store.get("8.10")
+    assert entry is not None and entry.acknowledged and entry.category == "urgent"
+    store.record_result(triage_entry("8.10", "critical", 80.0, series_uid="8.10.c"))
+    entry = store.get("8.10")
+    assert entry is not None and not entry.acknowledged and entry.category == "critical"
+
+
 def test_thumbnail_round_trip(store: WorklistStore) -> None:
     png = tiny_png((255, 0, 0))
     store.record_result(triage_entry("9.1", "critical", 80.0, thumbnail=png))
@@ -133,7 +196,7 @@ def test_warnings_follow_the_latest_result(store: WorklistStore) -> None:
     assert entry is not None and entry.warnings == ()
 
 
-def test_a_worklist_from_before_warnings_and_frame_numbers_is_upgraded_in_place(tmp_path: Path) -> None:
+def test_a_worklist_from_an_earlier_version_is_upgraded_in_place(tmp_path: Path) -> None:
     db = tmp_path / "index.sqlite3"
     conn = sqlite3.connect(db)
     conn.executescript(
@@ -144,7 +207,9 @@ def test_a_worklist_from_before_warnings_and_frame_numbers_is_upgraded_in_place(
         " top_slice_index INTEGER, thumbnail BLOB, state TEXT NOT NULL, error TEXT,"
         " acknowledged_by TEXT, acknowledged_at REAL);"
         "INSERT INTO worklist (study_uid, arrived_at, score, category, state)"
-        " VALUES ('13.1', 1000.0, 55.0, 'urgent', 'done');")
+        " VALUES ('13.1', 1000.0, 55.0, 'urgent', 'done');"
+        "INSERT INTO worklist (study_uid, series_uid, arrived_at, result_at, score, category, state)"
+        " VALUES ('13.2', '13.2.old', 1000.0, 1030.0, 88.0, 'critical', 'done');")
     conn.close()
     store = WorklistStore(db)
     try:
@@ -152,7 +217,12 @@ def test_a_worklist_from_before_warnings_and_frame_numbers_is_upgraded_in_place(
         assert entry is not None and entry.category == "urgent" and entry.warnings == ()
         assert entry.top_slice_frame_number is None
         store.record_result(triage_entry("13.1", "urgent", 56.0, warnings=("check",), frame_number=4))
-        assert [(e.warnings, e.top_slice_frame_number) for e in store.list()] == [(("check",), 4)]
+        entry = store.get("13.1")
+        assert entry is not None and (entry.warnings, entry.top_slice_frame_number) == (("check",), 4)
+        # The earlier version's critical result counts as its series': a milder series does not hide it.
+        store.record_result(triage_entry("13.2", "routine", 8.0, series_uid="13.2.new"))
+        entry = store.get("13.2")
+        assert entry is not None and (entry.category, entry.series_uid) == ("critical", "13.2.old")
     finally:
         store.close()
     WorklistStore(db).close()  # a second start finds the column and adds nothing
