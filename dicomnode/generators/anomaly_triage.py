@@ -51,11 +51,13 @@ from dicomnode.generators.base import GeneratorOutput, TriageSummary
 from dicomnode.generators.ct import (
     CHUNK_SLICES,
     CtVolume,
+    SeriesRejected,
     bone_beside,
     bone_beside_reach,
     brain_mask,
     from_model_grid,
     head_window,
+    image_noise_hu,
     load_ct_volume,
     to_model_grid,
 )
@@ -88,6 +90,11 @@ class TriageSettings:
     slice_threshold_cm2: float = 0.1  # with output_slices: anomalous
     top_slices: int = 3
     mirror_average: bool = True  # step 0 of the module's docstring
+    # Series noisier than this (`ct.image_noise_hu`) are refused. Training phantoms read up to
+    # 10 HU (256 and 512, 1-5 mm); healthy phantom heads with noise added scored urgent or
+    # critical from about 19 HU; a bleeding head given a bone kernel's sharpening and noise
+    # read 35 HU and scored 0.
+    max_noise_hu: float = 15.0
 
     @classmethod
     def from_params(cls, *layers: Mapping[str, Any]) -> TriageSettings:
@@ -113,7 +120,8 @@ class TriageSettings:
             raise ConfigError("anomaly_triage: need 0 <= urgent <= critical <= 100")
         if settings.calibration_ml <= 0 or settings.top_slices < 1:
             raise ConfigError("anomaly_triage: calibration_ml and top_slices must be positive")
-        for key in ("noise_floor_hu", "hypodense_floor_hu", "smoothing_mm", "hypodense_smoothing_mm"):
+        for key in ("noise_floor_hu", "hypodense_floor_hu", "smoothing_mm", "hypodense_smoothing_mm",
+                    "max_noise_hu"):
             if getattr(settings, key) <= 0:
                 raise ConfigError(f"anomaly_triage.{key}: must be positive")
         return settings
@@ -168,7 +176,26 @@ def fit_calibration_ml(healthy_raw_ml: Sequence[float], settings: TriageSettings
 
 def analyse(datasets: Sequence[Dataset], engine: Engine, settings: TriageSettings) -> TriageAnalysis:
     """The whole computation, from datasets to scores; no DICOM is written here."""
-    return analyse_volume(load_ct_volume(datasets), engine, settings)
+    volume = load_ct_volume(datasets)
+    check_noise(volume, settings)
+    return analyse_volume(volume, engine, settings)
+
+
+def check_noise(volume: CtVolume, settings: TriageSettings) -> None:
+    """Refuse a series whose brain the model cannot read: none found, or noise far beyond
+    training. A bone-kernel reconstruction of a bleeding head otherwise scores routine (its
+    brain mask is empty), and a noisy healthy head scores urgent."""
+    noise = image_noise_hu(volume.hu, volume.pixel_spacing)
+    if noise is None:
+        raise SeriesRejected("no brain tissue (-15 to 120 HU inside the skull) in the middle of the series: "
+                             "not a head CT, or a sharp (bone) reconstruction kernel; triage the "
+                             "soft-tissue (brain) kernel series")
+    log.info("image noise in the brain: %.1f HU", noise)
+    if noise > settings.max_noise_hu:
+        raise SeriesRejected(f"image noise in the brain is {noise:.0f} HU, above anomaly_triage.max_noise_hu "
+                             f"({settings.max_noise_hu:g} HU; training phantoms reach 10): a sharp (bone) "
+                             "reconstruction kernel or very thin slices? Triage the soft-tissue (brain) "
+                             "kernel series, or thicker slices")
 
 
 def analyse_volume(volume: CtVolume, engine: Engine, settings: TriageSettings) -> TriageAnalysis:

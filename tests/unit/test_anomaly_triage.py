@@ -34,7 +34,7 @@ from dicomnode.generators.anomaly_triage import (
     analyse_volume,
     restore,
 )
-from dicomnode.generators.ct import load_ct_volume
+from dicomnode.generators.ct import SeriesRejected, load_ct_volume
 from dicomnode.phantoms.dicom_writer import PATIENT_POSITIONS
 from tests.support.dciodvfy import validate
 from tests.support.dicomdata import ct_series
@@ -154,6 +154,31 @@ def test_hyperdense_blood_is_found_on_its_slices(registry: EngineRegistry, tmp_p
     assert referenced == {series[2].SOPInstanceUID, series[3].SOPInstanceUID}
     healthy = generator.run(head_series(tmp_path / "healthy", set()), {"model": "clip45"})
     assert healthy.triage is not None and healthy.triage.score == 0.0
+
+
+def _with_noise(series: list[Dataset], noise_hu: float) -> list[Dataset]:
+    rng = np.random.default_rng(5)
+    for ds in series:
+        stored = ds.pixel_array.astype(np.float64) + rng.normal(0.0, noise_hu, (ds.Rows, ds.Columns))
+        ds.PixelData = np.clip(np.rint(stored), -32768, 32767).astype(np.int16).tobytes()
+    return series
+
+
+def test_a_series_too_noisy_for_the_model_is_refused_with_its_noise(registry: EngineRegistry,
+                                                                      tmp_path: Path) -> None:
+    # A bone-kernel reconstruction of a bleeding head: the bleed must not pass as routine.
+    noisy = _with_noise(head_series(tmp_path / "noisy", bleed_slices={2, 3}), 25.0)
+    generator = AnomalyTriage(registry, {})
+    with pytest.raises(SeriesRejected, match=r"image noise in the brain is 2\d HU, above "
+                                             r"anomaly_triage\.max_noise_hu \(15 HU"):
+        generator.run(noisy, {"model": "identity"})
+    sharp = _with_noise(head_series(tmp_path / "sharp", bleed_slices={2, 3}), 300.0)
+    with pytest.raises(SeriesRejected, match="no brain tissue"):
+        generator.run(sharp, {"model": "identity"})
+    # A site may accept noisier series; within the limit, the series is triaged.
+    assert generator.run(noisy, {"model": "identity", "max_noise_hu": 40.0}).triage is not None
+    quiet = _with_noise(head_series(tmp_path / "quiet", bleed_slices={2, 3}), 5.0)
+    assert generator.run(quiet, {"model": "identity"}).triage is not None
 
 
 def test_hypodense_infarct_is_found_on_its_slices(registry: EngineRegistry, tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from dicomnode.generators.ct import (
     bone_beside,
     brain_mask,
     head_window,
+    image_noise_hu,
     load_ct_volume,
     resample_slices,
 )
@@ -261,3 +262,38 @@ def test_the_head_window_centres_on_the_skull_not_a_dense_table_beside_it() -> N
     rows, cols = head_window(hu, (1.0, 1.0), 60.0)
     assert (rows, cols) == skull_only
     assert (hu[:, rows, cols] == 1000.0).sum() == (hu == 1000.0).sum()  # all the skull inside
+
+
+def _skull_ring_heads(slices: int, noise_hu: float, seed: int = 0) -> np.ndarray:
+    """A stack of skull rings around 35 HU brain (0.5 mm pixels), with white noise."""
+    yy, xx = np.mgrid[:160, :160]
+    radius = np.hypot(yy - 80, xx - 80)
+    image = np.full((160, 160), -1000.0)
+    image[radius < 70] = 1000.0
+    image[radius < 62] = 35.0
+    noise = np.random.default_rng(seed).normal(0.0, noise_hu, (slices, 160, 160)) if noise_hu else 0.0
+    return np.asarray(image[None] + noise, dtype=np.float32)
+
+
+@pytest.mark.parametrize("noise_hu", [4.0, 10.0, 20.0])
+def test_image_noise_reads_the_noise_of_the_brain(noise_hu: float) -> None:
+    estimate = image_noise_hu(_skull_ring_heads(30, noise_hu), (0.5, 0.5))
+    assert estimate is not None and abs(estimate - noise_hu) < 0.05 * noise_hu
+    high = image_noise_hu(_skull_ring_heads(30, 40.0), (0.5, 0.5))  # reads low, still far above limits
+    assert high is not None and 30.0 < high < 40.0
+    flat = image_noise_hu(_skull_ring_heads(30, 0.0), (0.5, 0.5))
+    assert flat is not None and flat < 0.5
+
+
+def test_image_noise_reads_the_middle_of_the_series() -> None:
+    heads = _skull_ring_heads(40, 5.0)
+    heads[:8] = -1000.0  # below the head: air, as the first slices of a scan may be
+    heads[-8:] = np.random.default_rng(1).normal(35.0, 60.0, (8, 160, 160))  # what it must not read
+    estimate = image_noise_hu(heads, (0.5, 0.5))
+    assert estimate is not None and abs(estimate - 5.0) < 0.5
+
+
+def test_a_bone_kernel_leaves_no_brain_to_read() -> None:
+    # Noise of a sharp kernel at thin slices: no pixel stays within the brain's density range.
+    assert image_noise_hu(_skull_ring_heads(12, 150.0), (0.5, 0.5)) is None
+    assert image_noise_hu(np.full((12, 64, 64), -1000.0, dtype=np.float32), (0.5, 0.5)) is None
