@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pydicom
 import pytest
 from pydicom import Dataset
@@ -140,10 +141,12 @@ def test_an_enhanced_ct_is_triaged_frame_by_frame(tmp_path: Path, orthanc: Ortha
 
 
 def _as_series_of(files: list[Path], study: Dataset, folder: Path, number: int, description: str,
-                  orientation: list[float] | None = None) -> list[Path]:
-    """The slices as another series of `study` (same patient), optionally with another orientation."""
+                  orientation: list[float] | None = None, noise_sd: float = 0.0) -> list[Path]:
+    """The slices as another series of `study` (same patient), optionally with another
+    orientation, or with noise added (stored values) as a sharp kernel leaves it."""
     folder.mkdir()
     series_uid = pydicom.uid.generate_uid()
+    rng = np.random.default_rng(number)
     out = []
     for path in files:
         ds = pydicom.dcmread(path)
@@ -153,6 +156,10 @@ def _as_series_of(files: list[Path], study: Dataset, folder: Path, number: int, 
         ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
         if orientation is not None:
             ds.ImageOrientationPatient = orientation
+        if noise_sd:
+            stored = ds.pixel_array.astype(np.float64) + rng.normal(0.0, noise_sd, ds.pixel_array.shape)
+            info = np.iinfo(ds.pixel_array.dtype)
+            ds.PixelData = np.clip(np.rint(stored), info.min, info.max).astype(ds.pixel_array.dtype).tobytes()
         out.append(folder / path.name)
         ds.save_as(out[-1], enforce_file_format=True)
     return out
@@ -162,7 +169,7 @@ def _as_series_of(files: list[Path], study: Dataset, folder: Path, number: int, 
 def test_a_study_of_several_series_shows_its_most_severe_result(tmp_path: Path, orthanc: Orthanc) -> None:
     """A head CT study brings several series the rule sends to triage, finished in any order: the
     bleed's critical result stays on the worklist beside a healthy-looking series, and a coronal
-    reformat that cannot be triaged is a warning, not a failed study."""
+    reformat and a bone-kernel series, which cannot be triaged, are warnings, not a failed study."""
     from dicomnode.phantoms import make_study, write_series
 
     bleed = write_series(make_study(104, "ich", slice_thickness_mm=5.0, lesion_size="large", matrix=256),
@@ -172,24 +179,27 @@ def test_a_study_of_several_series_shows_its_most_severe_result(tmp_path: Path, 
     quiet = _as_series_of(healthy, study, tmp_path / "quiet", 3, "HEAD 5mm SOFT")
     coronal = _as_series_of(healthy, study, tmp_path / "coronal", 4, "COR MPR",
                             orientation=[1.0, 0.0, 0.0, 0.0, 0.0, -1.0])
+    bone = _as_series_of(bleed, study, tmp_path / "bone", 5, "HEAD BONE", noise_sd=60.0)
     pacs = {"pacs": {"host": "127.0.0.1", "port": orthanc.dicom_port, "ae_title": orthanc.aet}}
     with NodeProcess(tmp_path / "node", rules=TRIAGE_RULES, destinations=pacs,
                      engines={"models_dir": str(REPO / "engines"), "backend": "onnxruntime"}) as node:
-        for files in (bleed, quiet, coronal):
+        for files in (bleed, quiet, coronal, bone):
             result = storescu(node.port, files)
             assert result.returncode == 0, result.stderr
 
         def settled() -> list[tuple[Any, ...]] | None:
             rows = node.query("SELECT state FROM worklist_series WHERE study_uid = ?", study.StudyInstanceUID)
-            return rows if len(rows) == 3 else None
+            return rows if len(rows) == 4 else None
 
-        wait_for(settled, 240, "three triage results for the study", interval=0.5)
+        wait_for(settled, 240, "four triage results for the study", interval=0.5)
         (row,) = node.query("SELECT state, category, series_uid, warnings, error FROM worklist")
         scores = dict(node.query("SELECT series_uid, score FROM worklist_series"))
 
     state, category, series_uid, warnings, error = row
     assert (state, category, series_uid, error) == ("done", "critical", study.SeriesInstanceUID, None)
     assert scores[study.SeriesInstanceUID] > scores[pydicom.dcmread(quiet[0]).SeriesInstanceUID]
-    (warning,) = json.loads(warnings)
-    assert warning.startswith("series 4 COR MPR was not triaged:"), warning
-    assert "not an axial series" in warning, warning
+    coronal_warning, bone_warning = sorted(json.loads(warnings))
+    assert coronal_warning.startswith("series 4 COR MPR was not triaged:"), coronal_warning
+    assert "not an axial series" in coronal_warning, coronal_warning
+    assert bone_warning.startswith("series 5 HEAD BONE was not triaged:"), bone_warning
+    assert "image noise in the brain" in bone_warning or "no brain tissue" in bone_warning, bone_warning
