@@ -76,7 +76,7 @@ class ResultRecorder:
             )
             return
         triage = output.triage
-        self._worklist.record_result(TriageEntry(
+        before, after = self._worklist.record_result(TriageEntry(
             study_uid=study_uid, series_uid=job.series_uid,
             accession_number=_text(first, "AccessionNumber"), patient_name=_text(first, "PatientName"),
             patient_id=_text(first, "PatientID"), study_description=_text(first, "StudyDescription"),
@@ -86,7 +86,10 @@ class ResultRecorder:
             thumbnail_png=triage.thumbnail_png, warnings=triage.warnings,
         ))
         self._telemetry.receive_to_result_seconds.observe(max(now - job.arrived_at, 0.0))
-        log.info("study %s on the worklist: %s, score %.1f", study_uid, triage.category, triage.score)
-        if self._hl7 is not None and triage.category in ("critical", "urgent"):
+        log.info("study %s on the worklist: series %s %s, score %.1f", study_uid, job.series_uid,
+                 triage.category, triage.score)
+        # The RIS hears of a study when the category it shows becomes urgent or critical, not again
+        # for each further series of it (a series sent again whose result is unchanged included).
+        if self._hl7 is not None and after in ("critical", "urgent") and after != before:
             self._hl7.enqueue(study_uid)
 

@@ -243,8 +243,11 @@ class WorklistStore:
             )
         log.info("worklist: study %s pending", study_uid)
 
-    def record_result(self, entry: TriageEntry) -> None:
-        """Store a series' triage result; the study shows its most severe series (module docstring)."""
+    def record_result(self, entry: TriageEntry) -> tuple[Category | None, Category | None]:
+        """Store a series' triage result; the study shows its most severe series (module docstring).
+
+        Returns the category the study showed before and shows now.
+        """
         if entry.category is not None and entry.category not in CATEGORIES:
             raise ValueError(f"unknown triage category {entry.category!r}")
         with self._lock:
@@ -273,13 +276,18 @@ class WorklistStore:
                     (entry.study_uid, entry.series_uid, entry.accession_number, entry.patient_name,
                      entry.patient_id, entry.study_description, entry.arrived_at, entry.result_at),
                 )
+                before = self._conn.execute(
+                    "SELECT category FROM worklist WHERE study_uid = ?", (entry.study_uid,)).fetchone()
                 self._show_lead_series(entry.study_uid)
+                after = self._conn.execute(
+                    "SELECT category FROM worklist WHERE study_uid = ?", (entry.study_uid,)).fetchone()
                 self._conn.execute("COMMIT")
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise
-        log.info("worklist: study %s, series %s triaged as %s (score %s)", entry.study_uid,
-                 entry.series_uid, entry.category, entry.score)
+        log.info("worklist: study %s, series %s triaged as %s (score %s); the study shows %s",
+                 entry.study_uid, entry.series_uid, entry.category, entry.score, after["category"])
+        return cast(Category | None, before["category"]), cast(Category | None, after["category"])
 
     def record_failure(
         self,
