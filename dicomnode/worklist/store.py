@@ -47,7 +47,16 @@ State = Literal["pending", "done", "failed"]
 CATEGORIES: tuple[Category, ...] = ("critical", "urgent", "routine")
 STATES: tuple[State, ...] = ("pending", "done", "failed")
 
-SCHEMA = """
+# A triage result, as the study's row and each series' row hold it.
+_RESULT_COLUMNS = """
+    score REAL,
+    category TEXT CHECK (category IN ('critical', 'urgent', 'routine')),
+    top_slice_sop_uid TEXT,
+    top_slice_index INTEGER,
+    top_slice_frame_number INTEGER,
+    thumbnail BLOB,"""
+
+SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS worklist (
     study_uid TEXT PRIMARY KEY,
     series_uid TEXT,
@@ -56,13 +65,7 @@ CREATE TABLE IF NOT EXISTS worklist (
     patient_id TEXT NOT NULL DEFAULT '',
     study_description TEXT NOT NULL DEFAULT '',
     arrived_at REAL NOT NULL,
-    result_at REAL,
-    score REAL,
-    category TEXT CHECK (category IN ('critical', 'urgent', 'routine')),
-    top_slice_sop_uid TEXT,
-    top_slice_index INTEGER,
-    top_slice_frame_number INTEGER,
-    thumbnail BLOB,
+    result_at REAL,{_RESULT_COLUMNS}
     state TEXT NOT NULL CHECK (state IN ('pending', 'done', 'failed')),
     error TEXT,
     acknowledged_by TEXT,
@@ -74,13 +77,7 @@ CREATE TABLE IF NOT EXISTS worklist_series (
     study_uid TEXT NOT NULL,
     series_uid TEXT NOT NULL,
     label TEXT NOT NULL DEFAULT '',
-    result_at REAL NOT NULL,
-    score REAL,
-    category TEXT CHECK (category IN ('critical', 'urgent', 'routine')),
-    top_slice_sop_uid TEXT,
-    top_slice_index INTEGER,
-    top_slice_frame_number INTEGER,
-    thumbnail BLOB,
+    result_at REAL NOT NULL,{_RESULT_COLUMNS}
     warnings TEXT NOT NULL DEFAULT '[]',
     state TEXT NOT NULL CHECK (state IN ('done', 'failed')),
     error TEXT,
