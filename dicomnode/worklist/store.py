@@ -273,18 +273,15 @@ class WorklistStore:
                     (entry.study_uid, entry.series_uid, entry.accession_number, entry.patient_name,
                      entry.patient_id, entry.study_description, entry.arrived_at, entry.result_at),
                 )
-                before = self._conn.execute(
-                    "SELECT category FROM worklist WHERE study_uid = ?", (entry.study_uid,)).fetchone()
-                self._show_lead_series(entry.study_uid)
-                after = self._conn.execute(
-                    "SELECT category FROM worklist WHERE study_uid = ?", (entry.study_uid,)).fetchone()
+                shown = self._show_lead_series(entry.study_uid)
                 self._conn.execute("COMMIT")
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise
+        assert shown is not None  # the series just stored has a result
         log.info("worklist: study %s, series %s triaged as %s (score %s); the study shows %s",
-                 entry.study_uid, entry.series_uid, entry.category, entry.score, after["category"])
-        return cast(Category | None, before["category"]), cast(Category | None, after["category"])
+                 entry.study_uid, entry.series_uid, entry.category, entry.score, shown[1])
+        return shown
 
     def record_failure(
         self,
@@ -322,7 +319,7 @@ class WorklistStore:
                     " arrived_at = MIN(worklist.arrived_at, excluded.arrived_at)",
                     (study_uid, series_uid, accession_number, study_description, arrived, now, error),
                 )
-                if not self._show_lead_series(study_uid):
+                if self._show_lead_series(study_uid) is None:
                     self._conn.execute(
                         "UPDATE worklist SET result_at = ?, state = 'failed', error = ? WHERE study_uid = ?",
                         (now, error, study_uid),
@@ -333,12 +330,13 @@ class WorklistStore:
                 raise
         log.warning("worklist: triage of study %s, series %s failed: %s", study_uid, series_uid, error)
 
-    def _show_lead_series(self, study_uid: str) -> bool:
-        """Put the study's lead series' result on its row (in the caller's transaction); False if
-        no series of the study has a result. Clears an acknowledgement the result escalates."""
+    def _show_lead_series(self, study_uid: str) -> tuple[Category | None, Category | None] | None:
+        """Put the study's lead series' result on its row (in the caller's transaction) and return
+        the category the study showed before and shows now; None if no series of the study has a
+        result. Clears an acknowledgement the result escalates."""
         lead = self._conn.execute(_LEAD_SERIES, (study_uid,)).fetchone()
         if lead is None:
-            return False
+            return None
         failed = self._conn.execute(
             "SELECT series_uid, label, error FROM worklist_series WHERE study_uid = ? AND state = 'failed'"
             " ORDER BY result_at", (study_uid,),
@@ -364,7 +362,7 @@ class WorklistStore:
             )
             log.warning("worklist: study %s escalated to %s; acknowledgement cleared",
                         study_uid, lead["category"])
-        return True
+        return cast(Category | None, row["category"]), cast(Category | None, lead["category"])
 
     def acknowledge(self, study_uid: str, by: str, *, at: float | None = None) -> bool:
         """Mark a study as seen; False if it is unknown. The first acknowledgement is kept."""
