@@ -51,9 +51,11 @@ from dicomnode.generators.anomaly_triage import (
     analyse_volume,
     fit_calibration_ml,
     model_window,
+    quietened,
     score_volume,
 )
-from dicomnode.generators.ct import CtVolume, load_ct_volume
+from dicomnode.generators.ct import CtVolume, load_ct_volume, same_slabs
+from dicomnode.phantoms.volume import NOISE_CAP_HU
 
 if TYPE_CHECKING:
     from dicomnode.phantoms import PhantomStudy
@@ -82,6 +84,7 @@ class Condition:
     field_of_view_mm: float | None = None  # None: drawn per study, as in training
     gantry_tilt_deg: float = 0.0
     head_pitch_deg: float = 0.0  # added to the drawn pose (training drew ±12°)
+    noise_cap_hu: float = NOISE_CAP_HU  # the most noise thin slices gain (`make_pair`)
 
     def __post_init__(self) -> None:
         if not self.patient_position.startswith("HF"):
@@ -106,6 +109,9 @@ class ConditionResult:
     pixel_scores: list[np.ndarray] = field(default_factory=list)
     dice_sums: np.ndarray = field(default_factory=lambda: np.zeros(_DICE_THRESHOLDS.size))
     lesion_studies: int = 0
+    # Series the node would refuse (`readable_volume`: no brain found, or too noisy); scored
+    # anyway, so that conditions stay paired study by study.
+    refused: int = 0
 
     def labels(self, keep: Callable[[StudyResult], bool] = lambda s: True) -> tuple[np.ndarray, np.ndarray]:
         chosen = [s for s in self.studies if s.lesion is None or keep(s)]
@@ -153,7 +159,8 @@ def evaluate(engine: Engine, settings: TriageSettings, condition: Condition, cou
     jobs = [{"seed": seed, "lesion": lesion, "slice_thickness_mm": condition.slice_thickness_mm,
              "matrix": matrix, "lesion_size": size, "vendor": condition.vendor,
              "field_of_view_mm": condition.field_of_view_mm, "gantry_tilt_deg": condition.gantry_tilt_deg,
-             "head_pitch_deg": condition.head_pitch_deg, "healthy_twin": lesion is not None}
+             "head_pitch_deg": condition.head_pitch_deg, "healthy_twin": lesion is not None,
+             "noise_cap_hu": condition.noise_cap_hu}
             for seed, lesion, size in plan]
     rendered = tqdm(zip(plan, _phantoms(jobs, render_workers), strict=True), total=len(plan),
                     desc=condition.name, disable=not progress, leave=False)
@@ -162,11 +169,14 @@ def evaluate(engine: Engine, settings: TriageSettings, condition: Condition, cou
             noise = rng.normal(0.0, condition.extra_noise_hu, study.hu.shape)
             study = replace(study, hu=_add_noise(study.hu, noise))
             twin = None if twin is None else _add_noise(twin, noise)
-        volume = _through_dicom(study, condition.patient_position)
+        # As the node reads the series: thin noisy slices as running slabs.
+        volume, noise = quietened(_through_dicom(study, condition.patient_position), settings)
+        result.refused += noise is None or noise > settings.max_noise_hu
         analysis = analyse_volume(volume, engine, settings)
         if twin is None:
             result.studies.append(StudyResult(lesion, size, analysis.score, analysis.raw_ml))
             continue
+        twin = same_slabs(volume, as_stored(condition.patient_position, twin))
         flawless = score_volume(volume, np.clip(twin, *window).astype(np.float32), window, settings)
         result.studies.append(StudyResult(lesion, size, analysis.score, analysis.raw_ml, flawless.raw_ml))
         # The masks as the series is stored (the difference map is on the stored pixels).
@@ -260,6 +270,8 @@ def conditions(unseen_vendors: list[str]) -> list[Condition]:
         Condition("2 mm slices (not in training)", slice_thickness_mm=2.0),
         *[Condition(f"vendor {v} (not in training)", vendor=v) for v in unseen_vendors],
         Condition("noise +8 HU (not in training)", extra_noise_hu=8.0),
+        Condition("0.625 mm slices with their full noise, 8-20 HU (not in training)",
+                  slice_thickness_mm=0.625, noise_cap_hu=30.0),
         Condition("prone patient (not in training)", patient_position="HFP"),
         Condition("field of view 360 mm (not in training)", field_of_view_mm=360.0),
         Condition("gantry tilted 20 degrees with the head (not in training)", gantry_tilt_deg=20.0,
@@ -293,6 +305,9 @@ def render(results: list[ConditionResult], settings: TriageSettings, engine: Eng
         drop = "" if result is reference else f" ({_paired_change(reference, result)})"
         lines.append(f"### {result.condition.name}: {len(result.studies)} studies, study AUC {auc:.3f}{drop}")
         lines.append("")
+        if result.refused:
+            lines += [f"{result.refused} of these series the node refuses (no brain found, or noise above "
+                      f"max_noise_hu {settings.max_noise_hu:g} HU); scored here anyway.", ""]
         lines.append(_flawless_sentence(result))
         lines.append("")
         rows = summary_rows(result)

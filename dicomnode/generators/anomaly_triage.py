@@ -59,6 +59,7 @@ from dicomnode.generators.ct import (
     head_window,
     image_noise_hu,
     load_ct_volume,
+    quieter_slabs,
     to_model_grid,
 )
 from dicomnode.outputs import (
@@ -95,6 +96,11 @@ class TriageSettings:
     # critical from about 19 HU; a bleeding head given a bone kernel's sharpening and noise
     # read 35 HU and scored 0.
     max_noise_hu: float = 15.0
+    # A thin series noisier than this is read as running slabs of its slices, at most 5 mm
+    # (`quietened`), the thinnest that bring its noise to this. Just above the 10 HU training
+    # phantoms reach: 0.625 mm phantoms with their full 9-19 HU of noise, read slice by slice,
+    # put 3 of their first 8 healthy heads over the urgent line; read as slabs, none.
+    slab_noise_hu: float = 11.0
 
     @classmethod
     def from_params(cls, *layers: Mapping[str, Any]) -> TriageSettings:
@@ -121,7 +127,7 @@ class TriageSettings:
         if settings.calibration_ml <= 0 or settings.top_slices < 1:
             raise ConfigError("anomaly_triage: calibration_ml and top_slices must be positive")
         for key in ("noise_floor_hu", "hypodense_floor_hu", "smoothing_mm", "hypodense_smoothing_mm",
-                    "max_noise_hu"):
+                    "max_noise_hu", "slab_noise_hu"):
             if getattr(settings, key) <= 0:
                 raise ConfigError(f"anomaly_triage.{key}: must be positive")
         return settings
@@ -176,26 +182,45 @@ def fit_calibration_ml(healthy_raw_ml: Sequence[float], settings: TriageSettings
 
 def analyse(datasets: Sequence[Dataset], engine: Engine, settings: TriageSettings) -> TriageAnalysis:
     """The whole computation, from datasets to scores; no DICOM is written here."""
-    volume = load_ct_volume(datasets)
-    check_noise(volume, settings)
-    return analyse_volume(volume, engine, settings)
+    return analyse_volume(readable_volume(load_ct_volume(datasets), settings), engine, settings)
 
 
-def check_noise(volume: CtVolume, settings: TriageSettings) -> None:
-    """Refuse a series whose brain the model cannot read: none found, or noise far beyond
-    training. A bone-kernel reconstruction of a bleeding head otherwise scores routine (its
-    brain mask is empty), and a noisy healthy head scores urgent."""
-    noise = image_noise_hu(volume.hu, volume.pixel_spacing)
+def readable_volume(volume: CtVolume, settings: TriageSettings) -> CtVolume:
+    """The volume as the model should read it (`quietened`), or SeriesRejected where it cannot.
+
+    Refused: a series with no brain found, and one far noisier than training even after
+    averaging. A bone-kernel reconstruction of a bleeding head otherwise scores routine (its
+    brain mask is empty), and a noisy healthy head scores urgent.
+    """
+    volume, noise = quietened(volume, settings)
     if noise is None:
         raise SeriesRejected("no brain tissue (-15 to 120 HU inside the skull) in the middle of the series: "
                              "not a head CT, or a sharp (bone) reconstruction kernel; triage the "
                              "soft-tissue (brain) kernel series")
-    log.info("image noise in the brain: %.1f HU", noise)
     if noise > settings.max_noise_hu:
-        raise SeriesRejected(f"image noise in the brain is {noise:.0f} HU, above anomaly_triage.max_noise_hu "
-                             f"({settings.max_noise_hu:g} HU; training phantoms reach 10): a sharp (bone) "
-                             "reconstruction kernel or very thin slices? Triage the soft-tissue (brain) "
-                             "kernel series, or thicker slices")
+        averaged = f" in {volume.slab_mm:.1f} mm slabs" if volume.slab_mm else ""
+        raise SeriesRejected(f"image noise in the brain is {noise:.0f} HU{averaged}, above "
+                             f"anomaly_triage.max_noise_hu ({settings.max_noise_hu:g} HU; training "
+                             "phantoms reach 10): a sharp (bone) reconstruction kernel? Triage the "
+                             "soft-tissue (brain) kernel series")
+    return volume
+
+
+def quietened(volume: CtVolume, settings: TriageSettings) -> tuple[CtVolume, float | None]:
+    """The volume and its image noise in the brain (None: no brain found). A thin series noisier
+    than `slab_noise_hu` is read as running slabs (`ct.quieter_slabs`, at most 5 mm), the
+    thinnest that bring it to `slab_noise_hu` where one does."""
+    noise = image_noise_hu(volume.hu, volume.pixel_spacing)
+    if noise is None:
+        return volume, None
+    log.info("image noise in the brain: %.1f HU", noise)
+    if noise > settings.slab_noise_hu:
+        choice = quieter_slabs(volume, settings.slab_noise_hu)
+        if choice is not None:
+            log.info("read as running %.1f mm slabs of its %.2f mm slices: image noise %.1f HU",
+                     choice.volume.slab_mm, volume.slice_spacing, choice.noise_hu)
+            return choice.volume, choice.noise_hu
+    return volume, noise
 
 
 def analyse_volume(volume: CtVolume, engine: Engine, settings: TriageSettings) -> TriageAnalysis:
@@ -268,7 +293,7 @@ def score_volume(volume: CtVolume, pseudo: np.ndarray, window: tuple[float, floa
     widest = max(settings.smoothing_mm, settings.hypodense_smoothing_mm)
     margin = [int(np.ceil(_TRUNCATE * widest / s)) + 1 for s in volume.pixel_spacing]
     _, rows, cols = _bounding_box(mask, margin)
-    reach = bone_beside_reach(volume.slice_spacing)
+    reach = bone_beside_reach(volume.slice_spacing, volume.slab_mm)
     anomaly = np.zeros(hu.shape, dtype=np.float32)
     evidence = np.zeros(hu.shape, dtype=np.float32)
     weight_per_slice = np.zeros(hu.shape[0], dtype=np.float32)
@@ -277,7 +302,8 @@ def score_volume(volume: CtVolume, pseudo: np.ndarray, window: tuple[float, floa
         inside = mask[part, rows, cols]
         signed = (np.clip(hu[part, rows, cols], *window) - pseudo[part, rows, cols]) * inside
         low = max(start - reach, 0)
-        beside = bone_beside(hu[low:start + CHUNK_SLICES + reach, rows, cols], volume.slice_spacing)
+        beside = bone_beside(hu[low:start + CHUNK_SLICES + reach, rows, cols], volume.slice_spacing,
+                             volume.slab_mm)
         hyper_allowed = inside & ~beside[start - low:start - low + inside.shape[0]]
         fine = _smooth(signed, settings.smoothing_mm, volume.pixel_spacing) * hyper_allowed
         coarse = _smooth(signed, settings.hypodense_smoothing_mm, volume.pixel_spacing) * inside
@@ -343,7 +369,8 @@ class AnomalyTriage:
             parameters={"noise_floor_hu": f"{settings.noise_floor_hu:g}",
                         "hypodense_floor_hu": f"{settings.hypodense_floor_hu:g}",
                         "calibration_ml": f"{settings.calibration_ml:g}",
-                        "mirror_average": "on" if settings.mirror_average else "off"},
+                        "mirror_average": "on" if settings.mirror_average else "off",
+                        **({"slab_mm": f"{analysis.volume.slab_mm:.2f}"} if analysis.volume.slab_mm else {})},
         )
         sources = analysis.volume.datasets
         series_number = _result_series_number(sources[0])
@@ -379,11 +406,20 @@ class AnomalyTriage:
             top_slice_index=most,
             top_slice_frame_number=frame_number(sources[most]) if most is not None else None,
             thumbnail_png=_thumbnail(heatmaps[shown]),
-            warnings=tuple(f"a slice may be missing between {start:.1f} and {end:.1f} mm along the "
-                           "series; its neighbours were scored across the gap"
-                           for start, end in analysis.volume.suspected_gaps),
-            details={"raw_ml": analysis.raw_ml, "model": algorithm.name, "version": algorithm.version},
+            warnings=_warnings(analysis.volume),
+            details={"raw_ml": analysis.raw_ml, "model": algorithm.name, "version": algorithm.version,
+                     **({"slab_mm": analysis.volume.slab_mm} if analysis.volume.slab_mm else {})},
         ))
+
+
+def _warnings(volume: CtVolume) -> tuple[str, ...]:
+    """What the reader of the worklist should know about how the series was read."""
+    found = [f"a slice may be missing between {start:.1f} and {end:.1f} mm along the series; its "
+             "neighbours were scored across the gap" for start, end in volume.suspected_gaps]
+    if volume.slab_mm:
+        found.append(f"thin, noisy slices: scored as running {volume.slab_mm:.1f} mm slabs, so each "
+                     "slice's heat map shows the slab around it")
+    return tuple(found)
 
 
 class EngineSource(Protocol):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from pydicom import Dataset
@@ -90,6 +90,15 @@ class CtVolume:
     # (start, end) positions (mm along the slice normal) of gaps where a slice may be missing.
     suspected_gaps: tuple[tuple[float, float], ...] = ()
     turn: InPlaneTurn = InPlaneTurn()  # from stored slices to the view models are trained on
+    positions: tuple[float, ...] = ()  # each slice's centre (mm along the slice normal)
+    # 0: slices as reconstructed. Otherwise each slice is the mean of the slices within this
+    # many slice spacings of it (`running_slabs`).
+    slab_half: int = 0
+
+    @property
+    def slab_mm(self) -> float:
+        """How thick a slab each slice stands for (mm); 0 for slices as reconstructed."""
+        return 2 * self.slab_half * self.slice_spacing + _slice_thickness(self) if self.slab_half else 0.0
 
     def slice_voxel_ml(self) -> np.ndarray:
         """The volume of one voxel of each slice (ml): protocols with thinner slices at the
@@ -162,7 +171,8 @@ def load_ct_volume(datasets: Sequence[Dataset], *, min_slices: int = 3) -> CtVol
     if turn.needed:
         log.info("slices are stored turned: models see them with %s (the supine head-first view)", turn)
     return CtVolume(hu, ordered, (spacing[0], spacing[1]), float(np.median(gaps)),
-                    tuple(float(e) for e in extents), suspected, turn)
+                    tuple(float(e) for e in extents), suspected, turn,
+                    tuple(float(p) for p in sorted_positions))
 
 
 def suspected_missing_slices(positions: np.ndarray, gaps: np.ndarray) -> tuple[tuple[float, float], ...]:
@@ -269,10 +279,17 @@ def image_noise_hu(hu: np.ndarray, pixel_spacing: tuple[float, float]) -> float 
     2 mm adds a little. Above about 30 HU it reads low (the brain mask's density range cuts
     the tails); a sharp (bone) kernel's noise leaves no pixel in that range, and no estimate.
     """
-    count = hu.shape[0]
+    return _noise_of(hu[noise_sample(hu.shape[0])].astype(np.float32), pixel_spacing)
+
+
+def noise_sample(count: int) -> np.ndarray:
+    """The indices of the slices `image_noise_hu` reads in a series of `count` slices."""
     middle = np.arange(count // 4, max(count - count // 4, count // 4 + 1))
     picked = np.linspace(0, len(middle) - 1, min(NOISE_SAMPLE_SLICES, len(middle))).round().astype(int)
-    sample = hu[np.unique(middle[picked])].astype(np.float32)
+    return np.unique(middle[picked])
+
+
+def _noise_of(sample: np.ndarray, pixel_spacing: tuple[float, float]) -> float | None:
     brain = brain_mask(sample, pixel_spacing)
     inner = ndimage.binary_erosion(brain, structure=_IN_PLANE_CROSS, iterations=3)
     if not inner.any():
@@ -284,6 +301,83 @@ def image_noise_hu(hu: np.ndarray, pixel_spacing: tuple[float, float]) -> float 
     local = ndimage.gaussian_filter(np.where(brain, sample, 0.0), sigma=sigma) / np.maximum(weight, 1e-6)
     residual = (sample - local)[inner]
     return float(1.4826 * np.median(np.abs(residual - np.median(residual))))
+
+
+# The thickest slices models are trained on (phantoms: 1-5 mm); a thin series is averaged
+# into slabs no thicker than this.
+MAX_SLAB_MM = 5.0
+
+
+@dataclass(frozen=True)
+class SlabChoice:
+    volume: CtVolume  # averaged (`slab_mm` set)
+    noise_hu: float  # `image_noise_hu` of the averaged volume
+
+
+def quieter_slabs(volume: CtVolume, target_noise_hu: float,
+                  max_slab_mm: float = MAX_SLAB_MM) -> SlabChoice | None:
+    """The volume as running slabs (`running_slabs`), the thinnest whose noise is at most
+    `target_noise_hu`, or the thickest allowed where none is; None where the slices are too
+    thick for a slab of at most `max_slab_mm` to hold three of them (or no brain is found).
+
+    Each candidate's noise is measured on the noise sample's slabs only, not assumed: slices
+    reconstructed overlapping share their noise, and averaging them quietens less.
+    """
+    spacing = volume.slice_spacing
+    thickness = _slice_thickness(volume)
+    sample = noise_sample(volume.hu.shape[0])
+    best: tuple[int, float] | None = None
+    half = 1
+    while 2 * half * spacing + thickness <= max_slab_mm + 1e-6:
+        members = _slab_members(volume, half)
+        slabs = np.stack([volume.hu[lo:hi].mean(axis=0, dtype=np.float64) for lo, hi in members[sample]])
+        noise = _noise_of(slabs.astype(np.float32), volume.pixel_spacing)
+        if noise is None:
+            return None
+        best = (half, noise)
+        if noise <= target_noise_hu:
+            break
+        half += 1
+    if best is None:
+        return None
+    return SlabChoice(running_slabs(volume, best[0]), best[1])
+
+
+def running_slabs(volume: CtVolume, half: int) -> CtVolume:
+    """Each slice replaced by the mean of the slices within `half` slice spacings of it (fewer
+    at either end of the series, and across a gap): a running slab of 2 × half + 1 slices, as a
+    reader scrolls a thin series at a thicker slab. Slices keep their positions and datasets."""
+    averaged = np.empty_like(volume.hu)
+    for index, (lo, hi) in enumerate(_slab_members(volume, half)):
+        averaged[index] = volume.hu[lo:hi].mean(axis=0, dtype=np.float64)
+    return replace(volume, hu=averaged, slab_half=half)
+
+
+def same_slabs(volume: CtVolume, hu: np.ndarray) -> np.ndarray:
+    """`hu`, on the volume's grid, averaged into the slabs the volume's slices were (if any)."""
+    if not volume.slab_half:
+        return hu
+    unaveraged = replace(volume, hu=np.asarray(hu, dtype=np.float32), slab_half=0)
+    return running_slabs(unaveraged, volume.slab_half).hu
+
+
+def _slab_members(volume: CtVolume, half: int) -> np.ndarray:
+    """(lo, hi) per slice: the slices whose centres lie within `half` spacings of its centre."""
+    count = volume.hu.shape[0]
+    positions = np.asarray(volume.positions) if volume.positions else np.arange(count) * volume.slice_spacing
+    reach = (half + 0.25) * volume.slice_spacing  # a quarter spacing for positions' rounding
+    lo = np.searchsorted(positions, positions - reach, side="left")
+    hi = np.searchsorted(positions, positions + reach, side="right")
+    return np.stack([lo, hi], axis=1)
+
+
+def _slice_thickness(volume: CtVolume) -> float:
+    """The reconstructed slices' thickness (SliceThickness), or their spacing where it is absent."""
+    try:
+        thickness = float(volume.datasets[0].get("SliceThickness") or 0.0) if volume.datasets else 0.0
+    except (TypeError, ValueError):
+        thickness = 0.0
+    return thickness if thickness > 0 else volume.slice_spacing
 
 
 # 4-connected neighbours within a slice, as (1, 3, 3) and as the (3, 3, 3) `label` wants.
@@ -308,7 +402,7 @@ def _fill_holes(stack: np.ndarray) -> np.ndarray:
 BONE_BESIDE_MM = 3.0
 
 
-def bone_beside(hu: np.ndarray, slice_spacing_mm: float) -> np.ndarray:
+def bone_beside(hu: np.ndarray, slice_spacing_mm: float, slab_mm: float = 0.0) -> np.ndarray:
     """Pixels with bone at the same place in a slice above or below, within BONE_BESIDE_MM.
 
     A thick slice may hold a sliver of the bone that the next slice shows in full where the
@@ -318,8 +412,10 @@ def bone_beside(hu: np.ndarray, slice_spacing_mm: float) -> np.ndarray:
     several slices a millimetre or two from the bone that covers it; the model restores it
     as brain. Reaching 3 mm took healthy 1 mm validation heads over the urgent line from 3 of
     24 to 1 (study AUC 0.951 to 0.964); in a series thicker than 1.5 mm it is the next slice only.
+    Slices averaged into running slabs (`slab_mm`) hold slivers of bone from as far as half a
+    slab away: the reach is then at least a slab, to every slab that shares a slice with this one.
     """
-    reach = bone_beside_reach(slice_spacing_mm)
+    reach = bone_beside_reach(slice_spacing_mm, slab_mm)
     bone = hu > BONE_HU
     beside = np.zeros(hu.shape, dtype=bool)
     for step in range(1, min(reach, hu.shape[0] - 1) + 1):
@@ -328,9 +424,10 @@ def bone_beside(hu: np.ndarray, slice_spacing_mm: float) -> np.ndarray:
     return beside
 
 
-def bone_beside_reach(slice_spacing_mm: float) -> int:
-    """How many slices up and down `bone_beside` looks: those whose centre is within BONE_BESIDE_MM."""
-    return max(1, int(BONE_BESIDE_MM / slice_spacing_mm + 1e-6))
+def bone_beside_reach(slice_spacing_mm: float, slab_mm: float = 0.0) -> int:
+    """How many slices up and down `bone_beside` looks: those whose centre is within
+    BONE_BESIDE_MM, or within a slab of running slabs `slab_mm` thick."""
+    return max(1, int(max(BONE_BESIDE_MM, slab_mm) / slice_spacing_mm + 1e-6))
 
 
 def resample_slices(stack: np.ndarray, shape: tuple[int, int], order: int = 1) -> np.ndarray:

@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 
 HU_MIN, HU_MAX = -1024, 3071
 DEFAULT_COVERAGE_MM = 160.0
+NOISE_CAP_HU = 10.0  # the most noise a training phantom's slices carry (std, HU)
 # Coverage is centred this far above the intracranial centre: skull base to vertex.
 _COVERAGE_OFFSET_MM = 10.0
 MAX_TURN_DEG = 30.0  # gantry tilt, and the head's pitch added to the drawn pose
@@ -133,6 +134,7 @@ def make_pair(
     slices: np.ndarray | str | None = None,
     texture: ScannerTexture | None = None,
     healthy_slices: int = 1,
+    noise_cap_hu: float = NOISE_CAP_HU,
 ) -> tuple[PhantomStudy, np.ndarray | None]:
     """The study and, with `healthy_twin`, the same study's HU without its lesion (same noise).
 
@@ -148,6 +150,9 @@ def make_pair(
     `head_pitch_deg` turns the drawn pose further about the patient's left-right axis through
     the scanner's isocentre, the way the gantry tilts: with both equal, the slices cut the head
     as the untilted scan of the drawn pose does, only sheared. Training drew pitch within ±12°.
+    `noise_cap_hu` caps the noise that thin slices gain (training: NOISE_CAP_HU); a profile's
+    noise at 5 mm grows as 1/sqrt(thickness), to 8-20 HU at 0.625 mm uncapped, as real thin
+    soft-tissue series read.
     """
     if lesion is not None and lesion not in LESION_KINDS:
         raise ValueError(f"unknown lesion kind {lesion!r}; expected one of {', '.join(LESION_KINDS)}")
@@ -196,7 +201,7 @@ def make_pair(
         index = _pick_slices(slices, mask, n_slices, scanner, healthy_slices)
         grid = _Grid(anatomy, pose, matrix, fov, thickness, n_slices, index, tilt)
         mask = mask[index]
-    noise = _noise(rng["noise"], (n_slices, matrix, matrix), profile, thickness)[grid.index]
+    noise = _noise(rng["noise"], (n_slices, matrix, matrix), profile, thickness, noise_cap_hu)[grid.index]
     # The twin is sampled at the same coordinates: computed once for both.
     slabs = grid.sample_slabs(hu, healthy) if healthy_twin else grid.sample_slabs(hu)
     image = _finish(slabs[0], profile, grid) + noise
@@ -420,13 +425,14 @@ def _finish(image: np.ndarray, profile: VendorProfile, grid: _Grid) -> np.ndarra
 
 
 def _noise(
-    rng: np.random.Generator, shape: tuple[int, int, int], profile: VendorProfile, thickness: float
+    rng: np.random.Generator, shape: tuple[int, int, int], profile: VendorProfile, thickness: float,
+    cap_hu: float = NOISE_CAP_HU,
 ) -> np.ndarray:
     """Correlated Gaussian noise; thinner slices are noisier (std grows as 1/sqrt(thickness)).
 
     The grain is a length like the kernel blur: in pixels of a PROFILE_MATRIX matrix.
     """
-    std = float(np.clip(rng.uniform(*profile.noise_hu) * math.sqrt(5.0 / thickness), 3.0, 10.0))
+    std = float(np.clip(rng.uniform(*profile.noise_hu) * math.sqrt(5.0 / thickness), 3.0, max(cap_hu, 3.0)))
     white = rng.standard_normal(shape, dtype=np.float32)
     grain = profile.noise_grain_px * shape[-1] / PROFILE_MATRIX
     coloured: np.ndarray = ndimage.gaussian_filter(white, sigma=(0.0, grain, grain))

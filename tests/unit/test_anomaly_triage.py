@@ -181,6 +181,33 @@ def test_a_series_too_noisy_for_the_model_is_refused_with_its_noise(registry: En
     assert generator.run(quiet, {"model": "identity"}).triage is not None
 
 
+def test_a_thin_noisy_series_is_read_as_running_slabs(registry: EngineRegistry, tmp_path: Path) -> None:
+    # 0.625 mm slices with 20 HU of noise (thin slices of a soft-tissue kernel): too noisy to
+    # read slice by slice, quiet enough averaged into slabs of five slices (3.1 mm).
+    series = _with_noise(head_series(tmp_path / "thin", bleed_slices=set(range(6, 11)), count=18,
+                                     slice_thickness=0.625), 20.0)
+    generator = AnomalyTriage(registry, {"noise_floor_hu": 5.0, "calibration_ml": 0.01})
+    output = generator.run(series, {"model": "clip45"})
+    assert output.triage is not None and output.triage.category == "critical"
+    assert output.triage.top_slice_index in (7, 8, 9)
+    assert output.triage.details["slab_mm"] == pytest.approx(3.125)
+    assert any("running 3.1 mm slabs" in warning for warning in output.triage.warnings)
+    report = output.objects[-1]
+    assert report.SeriesDescription.startswith("AI")
+    assert "slab_mm=3.12" in _text_values(report)
+    for i, ds in enumerate(output.objects):
+        path = tmp_path / f"out{i}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        assert validate(path) == []
+    # Without slabs the same series is refused, naming its noise.
+    with pytest.raises(SeriesRejected, match=r"image noise in the brain is (19|20|21) HU, above"):
+        generator.run(series, {"model": "clip45", "slab_noise_hu": 30.0})
+    # A thick series as quiet as the slabs is read slice by slice, as before.
+    thick = generator.run(_with_noise(head_series(tmp_path / "thick", {2, 3}), 5.0), {"model": "clip45"})
+    assert thick.triage is not None and "slab_mm" not in thick.triage.details
+    assert not thick.triage.warnings
+
+
 def test_hypodense_infarct_is_found_on_its_slices(registry: EngineRegistry, tmp_path: Path) -> None:
     series = head_series(tmp_path / "in", set(), infarct_slices=frozenset({1, 2}))
     generator = AnomalyTriage(registry, {"calibration_ml": 0.005, "slice_threshold_cm2": 0.01})

@@ -154,6 +154,8 @@ def test_a_prone_patient_is_scored_as_the_same_patient_supine(shipped: tuple[Any
                               2, HELD_OUT_SEED, 256, progress=False) for position in ("HFS", "HFP"))
     assert [s.raw_ml for s in prone.studies] == pytest.approx([s.raw_ml for s in supine.studies], rel=1e-5)
     assert supine.studies[1].raw_ml > 0
+    # the lesion-free twin is turned as the stored slices are: the same flawless score
+    assert prone.studies[1].flawless_raw_ml == pytest.approx(supine.studies[1].flawless_raw_ml, rel=1e-5)
     # the lesion masks are turned as the stored slices are: the same overlap with the anomaly map
     assert prone.dice_sums == pytest.approx(supine.dice_sums, rel=1e-5)
     assert supine.dice_sums.max() > 0

@@ -12,14 +12,19 @@ from pydicom.pixels import get_decoder
 from pydicom.uid import JPEG2000Lossless
 
 from dicomnode.generators.ct import (
+    CtVolume,
     InPlaneTurn,
     SeriesRejected,
     bone_beside,
+    bone_beside_reach,
     brain_mask,
     head_window,
     image_noise_hu,
     load_ct_volume,
+    quieter_slabs,
     resample_slices,
+    running_slabs,
+    same_slabs,
 )
 from dicomnode.net.scp import TRANSFER_SYNTAXES
 from tests.support.dcmtk import ENCODERS, dcmtk_available, encode
@@ -297,3 +302,68 @@ def test_a_bone_kernel_leaves_no_brain_to_read() -> None:
     # Noise of a sharp kernel at thin slices: no pixel stays within the brain's density range.
     assert image_noise_hu(_skull_ring_heads(12, 150.0), (0.5, 0.5)) is None
     assert image_noise_hu(np.full((12, 64, 64), -1000.0, dtype=np.float32), (0.5, 0.5)) is None
+
+
+def _volume(hu: np.ndarray, spacing: float, positions: list[float] | None = None,
+            thickness: float | None = None) -> CtVolume:
+    source = Dataset()
+    if thickness is not None:
+        source.SliceThickness = thickness
+    return CtVolume(np.asarray(hu, dtype=np.float32), [source] * len(hu), (0.5, 0.5), spacing,
+                    positions=tuple(positions) if positions is not None else ())
+
+
+def test_running_slabs_average_the_slices_around_each_one() -> None:
+    hu = np.arange(7, dtype=np.float32)[:, None, None] * np.ones((1, 4, 4))
+    slabbed = running_slabs(_volume(hu, 1.0, [0, 1, 2, 3, 4, 5, 6]), 1)
+    # Three slices each, fewer at the ends; positions, datasets and shape kept.
+    np.testing.assert_allclose(slabbed.hu[:, 0, 0], [0.5, 1, 2, 3, 4, 5, 5.5])
+    assert slabbed.slab_mm == 3.0 and slabbed.hu.shape == hu.shape
+    assert slabbed.positions == (0, 1, 2, 3, 4, 5, 6)
+    # A slab is a length: across a gap (a missing slice) it holds fewer slices.
+    gapped = running_slabs(_volume(hu, 1.0, [0, 1, 2, 3, 6, 7, 8]), 1)
+    np.testing.assert_allclose(gapped.hu[:, 0, 0], [0.5, 1, 2, 2.5, 4.5, 5, 5.5])
+    # Slices thicker than their spacing (overlapping) make the slab thicker.
+    assert running_slabs(_volume(hu, 0.5, thickness=1.0), 2).slab_mm == 3.0
+
+
+def test_quieter_slabs_pick_the_thinnest_slab_that_reaches_the_noise() -> None:
+    # 0.625 mm slices with 20 HU of noise independent from slice to slice: five slices (3.1 mm)
+    # bring it to 20 / sqrt(5) = 8.9 HU, three (1.9 mm) only to 11.5.
+    choice = quieter_slabs(_volume(_skull_ring_heads(40, 20.0), 0.625, thickness=0.625), 10.0)
+    assert choice is not None and choice.volume.slab_mm == pytest.approx(3.125)
+    assert 8.0 < choice.noise_hu <= 10.0
+    measured = image_noise_hu(choice.volume.hu, choice.volume.pixel_spacing)
+    assert measured == pytest.approx(choice.noise_hu, rel=0.05)
+    # Out of reach within 5 mm: the thickest slab allowed (seven slices, 4.4 mm), noise above target.
+    loud = quieter_slabs(_volume(_skull_ring_heads(40, 40.0), 0.625, thickness=0.625), 10.0)
+    assert loud is not None and loud.volume.slab_mm == pytest.approx(4.375) and loud.noise_hu > 10.0
+    # Slices too thick for a slab of three within 5 mm are left alone.
+    assert quieter_slabs(_volume(_skull_ring_heads(12, 20.0), 2.5, thickness=2.5), 10.0) is None
+
+
+def test_quieter_slabs_measure_overlapping_slices_rather_than_assume() -> None:
+    # 1.25 mm slices every 0.625 mm share half their noise with each neighbour: averaging
+    # quietens less (seven slices: 18 HU to 9.3, not 6.8), and a thicker slab is needed than
+    # for independent slices of the same noise (five: 8.0).
+    white = np.random.default_rng(3).normal(0.0, 18.0, (41, 160, 160))
+    shared = _skull_ring_heads(40, 0.0) + (white[1:] + white[:-1]) / np.sqrt(2.0)
+    overlapping = quieter_slabs(_volume(shared, 0.625, thickness=1.25), 10.0)
+    apart = quieter_slabs(_volume(_skull_ring_heads(40, 18.0), 0.625, thickness=0.625), 10.0)
+    assert overlapping is not None and apart is not None
+    assert overlapping.noise_hu <= 10.0 and overlapping.volume.slab_mm == pytest.approx(5.0)
+    assert apart.noise_hu <= 10.0 and apart.volume.slab_mm == pytest.approx(3.125)
+
+
+def test_bone_beside_reaches_a_whole_slab() -> None:
+    assert bone_beside_reach(0.625) == 4  # 3 mm
+    assert bone_beside_reach(0.625, slab_mm=4.375) == 7  # every slab that shares a slice
+    assert bone_beside_reach(5.0, slab_mm=0.0) == 1
+
+
+def test_same_slabs_average_another_volume_as_the_series_was() -> None:
+    hu = np.arange(5, dtype=np.float32)[:, None, None] * np.ones((1, 4, 4))
+    plain = _volume(hu, 1.0, [0, 1, 2, 3, 4])
+    assert same_slabs(plain, hu * 2) is not None and np.array_equal(same_slabs(plain, hu * 2), hu * 2)
+    slabbed = running_slabs(plain, 1)
+    np.testing.assert_allclose(same_slabs(slabbed, hu * 2), slabbed.hu * 2)

@@ -269,6 +269,19 @@ def test_kernel_blur_and_noise_grain_are_lengths_not_pixels() -> None:
     assert neighbour_correlation(256) == pytest.approx(neighbour_correlation(512), abs=0.08)
 
 
+def test_thin_slices_keep_their_full_noise_only_when_asked() -> None:
+    """Training caps thin slices' noise at 10 HU; real 0.625 mm soft-tissue series read more."""
+    from dicomnode.phantoms.volume import NOISE_CAP_HU, _noise
+
+    philips = VENDORS["philips"]  # 4.5-7 HU at 5 mm: 12.7-19.8 HU at 0.625 mm
+    capped = _noise(np.random.default_rng(3), (2, 64, 64), philips, 0.625)
+    full = _noise(np.random.default_rng(3), (2, 64, 64), philips, 0.625, cap_hu=30.0)
+    assert capped.std() == pytest.approx(NOISE_CAP_HU, rel=1e-3)
+    assert 12.5 < full.std() < 20.0
+    thick = _noise(np.random.default_rng(3), (2, 64, 64), philips, 5.0, cap_hu=30.0)
+    assert thick.std() == pytest.approx(_noise(np.random.default_rng(3), (2, 64, 64), philips, 5.0).std())
+
+
 def test_cmd_phantom(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cmd_phantom(tmp_path / "out", "edh", 4, 5.0, 256) == 0
     files = sorted((tmp_path / "out").glob("*.dcm"))
