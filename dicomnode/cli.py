@@ -108,6 +108,9 @@ def _parser() -> argparse.ArgumentParser:
                          "equal to --gantry-tilt, the slices cut the head as an untilted scan does")
     phantom.add_argument("--enhanced", action="store_true",
                          help="write the series as one multi-frame instance (Legacy Converted Enhanced CT)")
+    phantom.add_argument("--full-noise", action="store_true",
+                         help="give thin slices their full noise (8-20 HU at 0.625 mm), not the 10 HU "
+                              "training caps it at")
     phantom.set_defaults(func=_phantom)
 
     train = sub.add_parser("train", help="train a reference model and export it to the zoo (extra [train])")
@@ -250,7 +253,7 @@ def _phantom(args: argparse.Namespace) -> int:
     return cmd_phantom(args.outdir, args.lesion, args.seed, args.slice_thickness, args.matrix,
                        vendor=args.vendor, size=args.size, position=args.position,
                        field_of_view=args.field_of_view, gantry_tilt=args.gantry_tilt,
-                       head_pitch=args.head_pitch, enhanced=args.enhanced)
+                       head_pitch=args.head_pitch, enhanced=args.enhanced, full_noise=args.full_noise)
 
 
 def _train(args: argparse.Namespace) -> int:

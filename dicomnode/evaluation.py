@@ -55,7 +55,7 @@ from dicomnode.generators.anomaly_triage import (
     score_volume,
 )
 from dicomnode.generators.ct import CtVolume, load_ct_volume, same_slabs
-from dicomnode.phantoms.volume import NOISE_CAP_HU
+from dicomnode.phantoms.volume import FULL_NOISE_CAP_HU, NOISE_CAP_HU
 
 if TYPE_CHECKING:
     from dicomnode.phantoms import PhantomStudy
@@ -271,7 +271,7 @@ def conditions(unseen_vendors: list[str]) -> list[Condition]:
         *[Condition(f"vendor {v} (not in training)", vendor=v) for v in unseen_vendors],
         Condition("noise +8 HU (not in training)", extra_noise_hu=8.0),
         Condition("0.625 mm slices with their full noise, 8-20 HU (not in training)",
-                  slice_thickness_mm=0.625, noise_cap_hu=30.0),
+                  slice_thickness_mm=0.625, noise_cap_hu=FULL_NOISE_CAP_HU),
         Condition("prone patient (not in training)", patient_position="HFP"),
         Condition("field of view 360 mm (not in training)", field_of_view_mm=360.0),
         Condition("gantry tilted 20 degrees with the head (not in training)", gantry_tilt_deg=20.0,

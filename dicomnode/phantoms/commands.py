@@ -8,7 +8,7 @@ from pathlib import Path
 
 from dicomnode.phantoms.dicom_writer import write_enhanced_series, write_series
 from dicomnode.phantoms.lesions import LESION_KINDS, LESION_NAMES
-from dicomnode.phantoms.volume import make_study
+from dicomnode.phantoms.volume import FULL_NOISE_CAP_HU, NOISE_CAP_HU, make_study
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +27,7 @@ def cmd_phantom(
     gantry_tilt: float = 0.0,
     head_pitch: float = 0.0,
     enhanced: bool = False,
+    full_noise: bool = False,
 ) -> int:
     """Generate one phantom study and write it as DICOM; returns the exit status."""
     if lesion is not None and lesion not in LESION_KINDS:
@@ -37,7 +38,7 @@ def cmd_phantom(
         study = make_study(
             seed, lesion, slice_thickness_mm=slice_thickness, matrix=matrix, lesion_size=size, vendor=vendor,
             field_of_view_mm=field_of_view, gantry_tilt_deg=gantry_tilt,
-            head_pitch_deg=head_pitch,
+            head_pitch_deg=head_pitch, noise_cap_hu=FULL_NOISE_CAP_HU if full_noise else NOISE_CAP_HU,
         )
     except (ValueError, KeyError) as exc:
         print(f"error: {exc}")
@@ -55,7 +56,8 @@ def cmd_phantom(
         f"wrote {study.shape[0]} CT images{packed} to {outdir}: seed {seed}, {what}, {study.vendor} profile, "
         f"{study.shape[1]}x{study.shape[2]} at {dx:.3f} mm, {dz:g} mm slices, patient {position}"
         + (f", gantry tilted {gantry_tilt:g} degrees" if gantry_tilt else "")
-        + (f", head pitched {head_pitch:+g} degrees" if head_pitch else "") + " "
+        + (f", head pitched {head_pitch:+g} degrees" if head_pitch else "")
+        + (", full thin-slice noise" if full_noise else "") + " "
         f"({time.monotonic() - start:.1f} s)"
     )
     print("synthetic phantom data - NOT FOR DIAGNOSIS")

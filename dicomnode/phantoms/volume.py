@@ -27,6 +27,7 @@ logger = logging.getLogger(__name__)
 HU_MIN, HU_MAX = -1024, 3071
 DEFAULT_COVERAGE_MM = 160.0
 NOISE_CAP_HU = 10.0  # the most noise a training phantom's slices carry (std, HU)
+FULL_NOISE_CAP_HU = 30.0  # above any profile's thinnest slices (20 HU at 0.625 mm): no cap
 # Coverage is centred this far above the intracranial centre: skull base to vertex.
 _COVERAGE_OFFSET_MM = 10.0
 MAX_TURN_DEG = 30.0  # gantry tilt, and the head's pitch added to the drawn pose
@@ -101,6 +102,7 @@ def make_study(
     field_of_view_mm: float | None = None,
     gantry_tilt_deg: float = 0.0,
     head_pitch_deg: float = 0.0,
+    noise_cap_hu: float = NOISE_CAP_HU,
 ) -> PhantomStudy:
     """A synthetic non-contrast head CT; `lesion` is one of LESION_KINDS or None for a healthy head."""
     return make_pair(
@@ -115,6 +117,7 @@ def make_study(
         gantry_tilt_deg=gantry_tilt_deg,
         head_pitch_deg=head_pitch_deg,
         healthy_twin=False,
+        noise_cap_hu=noise_cap_hu,
     )[0]
 
 

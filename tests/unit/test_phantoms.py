@@ -290,6 +290,22 @@ def test_cmd_phantom(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     assert cmd_phantom(tmp_path / "bad", "nonsense", 4, 5.0, 256) == 2
 
 
+def test_cmd_phantom_full_noise_writes_thin_slices_noisier_than_training(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from dicomnode.generators.ct import image_noise_hu, load_ct_volume
+
+    def noise(folder: str, full_noise: bool) -> float:
+        assert cmd_phantom(tmp_path / folder, None, 4, 1.0, 256, vendor="philips", full_noise=full_noise) == 0
+        volume = load_ct_volume([pydicom.dcmread(p) for p in sorted((tmp_path / folder).iterdir())])
+        found = image_noise_hu(volume.hu, volume.pixel_spacing)
+        assert found is not None
+        return found
+
+    assert noise("capped", False) < 10.5  # philips at 1 mm: 10-15.6 HU, capped at 10
+    assert noise("full", True) > 11.0
+    assert "full thin-slice noise" in capsys.readouterr().out
+
+
 def test_cmd_phantom_writes_one_enhanced_instance(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cmd_phantom(tmp_path / "out", "edh", 4, 5.0, 256, enhanced=True) == 0
     (path,) = (tmp_path / "out").iterdir()
