@@ -203,3 +203,42 @@ def test_a_study_of_several_series_shows_its_most_severe_result(tmp_path: Path, 
     assert "not an axial series" in coronal_warning, coronal_warning
     assert bone_warning.startswith("series 5 HEAD BONE was not triaged:"), bone_warning
     assert "image noise in the brain" in bone_warning or "no brain tissue" in bone_warning, bone_warning
+
+
+@pytest.mark.skipif(not MODEL.exists(), reason="the anomaly_triage model is not in the zoo")
+def test_a_thin_noisy_series_is_triaged_as_running_slabs(tmp_path: Path, orthanc: Orthanc) -> None:
+    """0.625 mm slices with their full noise (13-20 HU on this scanner profile): read as slabs,
+    the bleed is critical and every slice keeps its own heat map reference."""
+    from dicomnode.phantoms import make_study, write_series
+    from dicomnode.phantoms.volume import FULL_NOISE_CAP_HU
+
+    thin = write_series(make_study(106, "ich", slice_thickness_mm=0.625, lesion_size="large", matrix=256,
+                                   vendor="philips", noise_cap_hu=FULL_NOISE_CAP_HU), tmp_path / "thin")
+    sources = {str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in thin}
+    pacs = {"pacs": {"host": "127.0.0.1", "port": orthanc.dicom_port, "ae_title": orthanc.aet}}
+    with NodeProcess(tmp_path / "node", rules=TRIAGE_RULES, destinations=pacs,
+                     engines={"models_dir": str(REPO / "engines"), "backend": "onnxruntime"}) as node:
+        result = storescu(node.port, thin)
+        assert result.returncode == 0, result.stderr
+
+        def report_in_orthanc() -> list[Dataset] | None:
+            found = [pydicom.dcmread(__import__("io").BytesIO(orthanc.instance_file(oid)))
+                     for oid in orthanc.instance_ids()]
+            return found if any(ds.Modality == "SR" for ds in found) and len(found) >= 2 else None
+
+        found = wait_for(report_in_orthanc, 300, "the report and its heat maps in Orthanc", interval=0.5)
+        assert node.query("SELECT state, error FROM jobs") == [("done", None)], node.log()[-3000:]
+        ((category, warnings),) = node.query("SELECT category, warnings FROM worklist")
+
+    assert category == "critical"
+    (warning,) = json.loads(warnings)
+    assert "scored as running" in warning and "mm slabs" in warning, warning
+    (report,) = [ds for ds in found if ds.Modality == "SR"]
+    assert _score(report) >= 70.0
+    heatmaps = [ds for ds in found if ds.Modality == "OT"]
+    referenced = [str(ds.SourceImageSequence[0].ReferencedSOPInstanceUID) for ds in heatmaps]
+    assert len(set(referenced)) == len(heatmaps) and set(referenced) <= sources
+    for i, ds in enumerate([report, *heatmaps[:5]]):
+        path = tmp_path / f"result{i}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        assert validate(path) == [], f"{ds.Modality} {ds.SeriesDescription}"
