@@ -48,6 +48,13 @@ def _score(report: Dataset) -> float:
     return value
 
 
+def _report_and_heatmaps(orthanc: Orthanc) -> list[Dataset] | None:
+    """Everything in Orthanc once a report and at least one heat map have arrived, else None."""
+    found = [pydicom.dcmread(__import__("io").BytesIO(orthanc.instance_file(oid)))
+             for oid in orthanc.instance_ids()]
+    return found if any(ds.Modality == "SR" for ds in found) and len(found) >= 2 else None
+
+
 @pytest.mark.skipif(not MODEL.exists(), reason="the anomaly_triage model is not in the zoo")
 def test_haemorrhage_scores_above_healthy_and_results_reach_orthanc(tmp_path: Path, orthanc: Orthanc) -> None:
     from dicomnode.phantoms import make_study, write_series
@@ -112,12 +119,8 @@ def test_an_enhanced_ct_is_triaged_frame_by_frame(tmp_path: Path, orthanc: Ortha
         result = storescu(node.port, [enhanced], extra=["-R"])
         assert result.returncode == 0, result.stderr
 
-        def results() -> list[Dataset] | None:
-            found = [pydicom.dcmread(__import__("io").BytesIO(orthanc.instance_file(oid)))
-                     for oid in orthanc.instance_ids()]
-            return found if any(ds.Modality == "SR" for ds in found) and len(found) >= 2 else None
-
-        found = wait_for(results, 180, "the report and its heat maps in Orthanc", interval=0.5)
+        found = wait_for(lambda: _report_and_heatmaps(orthanc), 180,
+                         "the report and its heat maps in Orthanc", interval=0.5)
         assert node.query("SELECT state, error FROM jobs") == [("done", None)], node.log()[-3000:]
         listed = node.query("SELECT top_slice_sop_uid, top_slice_frame_number FROM worklist")
 
@@ -221,12 +224,8 @@ def test_a_thin_noisy_series_is_triaged_as_running_slabs(tmp_path: Path, orthanc
         result = storescu(node.port, thin)
         assert result.returncode == 0, result.stderr
 
-        def report_in_orthanc() -> list[Dataset] | None:
-            found = [pydicom.dcmread(__import__("io").BytesIO(orthanc.instance_file(oid)))
-                     for oid in orthanc.instance_ids()]
-            return found if any(ds.Modality == "SR" for ds in found) and len(found) >= 2 else None
-
-        found = wait_for(report_in_orthanc, 300, "the report and its heat maps in Orthanc", interval=0.5)
+        found = wait_for(lambda: _report_and_heatmaps(orthanc), 300,
+                         "the report and its heat maps in Orthanc", interval=0.5)
         assert node.query("SELECT state, error FROM jobs") == [("done", None)], node.log()[-3000:]
         ((category, warnings),) = node.query("SELECT category, warnings FROM worklist")
 
