@@ -19,12 +19,13 @@ score 0 there are ones it cannot see at all (brain mask, floors, bone rule).
 
 Shifted conditions show how far results move away from the reference mix: the thinnest and
 thickest slices of the training mix (1 and 5 mm), and what training never saw (2 mm slices,
-a scanner profile with a smoother reconstruction and other tags, 8 HU more noise, a prone
-patient's slices, stored face down, a 360 mm field of view where training drew 220-270, a
-gantry tilted by 20 degrees along with the head, whose sheared slices move the head from slice
-to slice but cut it as before, and a head pitched 20 degrees either way beyond the ±12 degrees
-training drew, which cuts it differently). Each
-re-scans the reference set's first studies (same seeds: the same heads, poses and lesions
+a scanner profile with a smoother reconstruction and other tags, 8 HU more noise, 0.625 mm
+slices with the full 8-20 HU of noise that training caps at 10, a prone patient's slices,
+stored face down, a 360 mm field of view where training drew 220-270, a gantry tilted by 20
+degrees along with the head, whose sheared slices move the head from slice to slice but cut
+it as before, and a head pitched 20 degrees either way beyond the ±12 degrees training drew,
+which cuts it differently). Every series is read as the node reads it (a thin, noisy one as
+running slabs). Each re-scans the reference set's first studies (same seeds: the same heads, poses and lesions
 under the shifted scan), so the change is paired and comes with a bootstrap interval.
 All of this is phantom evidence, not clinical evidence.
 """
