@@ -329,9 +329,8 @@ def quieter_slabs(volume: CtVolume, target_noise_hu: float,
     best: tuple[int, float] | None = None
     half = 1
     while 2 * half * spacing + thickness <= max_slab_mm + 1e-6:
-        members = _slab_members(volume, half)
-        slabs = np.stack([volume.hu[lo:hi].mean(axis=0, dtype=np.float64) for lo, hi in members[sample]])
-        noise = _noise_of(slabs.astype(np.float32), volume.pixel_spacing)
+        slabs = _slab_means(volume.hu, _slab_members(volume, half)[sample])
+        noise = _noise_of(slabs, volume.pixel_spacing)
         if noise is None:
             return None
         best = (half, noise)
@@ -347,10 +346,7 @@ def running_slabs(volume: CtVolume, half: int) -> CtVolume:
     """Each slice replaced by the mean of the slices within `half` slice spacings of it (fewer
     at either end of the series, and across a gap): a running slab of 2 × half + 1 slices, as a
     reader scrolls a thin series at a thicker slab. Slices keep their positions and datasets."""
-    averaged = np.empty_like(volume.hu)
-    for index, (lo, hi) in enumerate(_slab_members(volume, half)):
-        averaged[index] = volume.hu[lo:hi].mean(axis=0, dtype=np.float64)
-    return replace(volume, hu=averaged, slab_half=half)
+    return replace(volume, hu=_slab_means(volume.hu, _slab_members(volume, half)), slab_half=half)
 
 
 def same_slabs(volume: CtVolume, hu: np.ndarray) -> np.ndarray:
@@ -359,6 +355,14 @@ def same_slabs(volume: CtVolume, hu: np.ndarray) -> np.ndarray:
         return hu
     unaveraged = replace(volume, hu=np.asarray(hu, dtype=np.float32), slab_half=0)
     return running_slabs(unaveraged, volume.slab_half).hu
+
+
+def _slab_means(hu: np.ndarray, members: np.ndarray) -> np.ndarray:
+    """The mean of the slices of each (lo, hi) row of `members`, one slice each (float32)."""
+    means = np.empty((len(members), *hu.shape[1:]), dtype=np.float32)
+    for index, (lo, hi) in enumerate(members):
+        means[index] = hu[lo:hi].mean(axis=0, dtype=np.float64)
+    return means
 
 
 def _slab_members(volume: CtVolume, half: int) -> np.ndarray:
