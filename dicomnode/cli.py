@@ -111,6 +111,10 @@ def _parser() -> argparse.ArgumentParser:
     phantom.add_argument("--full-noise", action="store_true",
                          help="give thin slices their full noise (8-20 HU at 0.625 mm), not the 10 HU "
                               "training caps it at")
+    phantom.add_argument("--contrast", type=float, metavar="HU",
+                         help="enhance the head as after an iodine bolus, vessel blood at HU (150-200 a "
+                              "venous phase, 250-450 an angiogram); the headers do not name the agent, as "
+                              "some scanners leave it out: the node must recognise it from the pixels")
     phantom.set_defaults(func=_phantom)
 
     train = sub.add_parser("train", help="train a reference model and export it to the zoo (extra [train])")
@@ -253,7 +257,8 @@ def _phantom(args: argparse.Namespace) -> int:
     return cmd_phantom(args.outdir, args.lesion, args.seed, args.slice_thickness, args.matrix,
                        vendor=args.vendor, size=args.size, position=args.position,
                        field_of_view=args.field_of_view, gantry_tilt=args.gantry_tilt,
-                       head_pitch=args.head_pitch, enhanced=args.enhanced, full_noise=args.full_noise)
+                       head_pitch=args.head_pitch, enhanced=args.enhanced, full_noise=args.full_noise,
+                       contrast=args.contrast)
 
 
 def _train(args: argparse.Namespace) -> int:

@@ -53,6 +53,7 @@ from dicomnode.generators.anomaly_triage import (
     fit_calibration_ml,
     model_window,
     quietened,
+    refusal,
     score_volume,
 )
 from dicomnode.generators.ct import CtVolume, load_ct_volume, same_slabs
@@ -110,7 +111,7 @@ class ConditionResult:
     pixel_scores: list[np.ndarray] = field(default_factory=list)
     dice_sums: np.ndarray = field(default_factory=lambda: np.zeros(_DICE_THRESHOLDS.size))
     lesion_studies: int = 0
-    # Series the node would refuse (`readable_volume`: no brain found, or too noisy); scored
+    # Series the node would refuse (`refusal`: no brain found, too noisy, contrast); scored
     # anyway, so that conditions stay paired study by study.
     refused: int = 0
 
@@ -172,7 +173,7 @@ def evaluate(engine: Engine, settings: TriageSettings, condition: Condition, cou
             twin = None if twin is None else _add_noise(twin, noise)
         # As the node reads the series: thin noisy slices as running slabs.
         volume, noise = quietened(_through_dicom(study, condition.patient_position), settings)
-        result.refused += noise is None or noise > settings.max_noise_hu
+        result.refused += refusal(volume, noise, settings) is not None
         analysis = analyse_volume(volume, engine, settings)
         if twin is None:
             result.studies.append(StudyResult(lesion, size, analysis.score, analysis.raw_ml))
@@ -307,8 +308,9 @@ def render(results: list[ConditionResult], settings: TriageSettings, engine: Eng
         lines.append(f"### {result.condition.name}: {len(result.studies)} studies, study AUC {auc:.3f}{drop}")
         lines.append("")
         if result.refused:
-            lines += [f"{result.refused} of these series the node refuses (no brain found, or noise above "
-                      f"max_noise_hu {settings.max_noise_hu:g} HU); scored here anyway.", ""]
+            lines += [f"{result.refused} of these series the node refuses (no brain found, noise above "
+                      f"max_noise_hu {settings.max_noise_hu:g} HU, or contrast-enhanced); scored here "
+                      "anyway.", ""]
         lines.append(_flawless_sentence(result))
         lines.append("")
         rows = summary_rows(result)

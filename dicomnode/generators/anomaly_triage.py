@@ -53,12 +53,15 @@ from dicomnode.errors import ConfigError
 from dicomnode.frames import frame_number
 from dicomnode.generators.base import GeneratorOutput, TriageSummary
 from dicomnode.generators.ct import (
+    BONE_HU,
     CHUNK_SLICES,
+    ENHANCED_HU,
     CtVolume,
     SeriesRejected,
     bone_beside,
     bone_beside_reach,
     brain_mask,
+    enhanced_ml,
     from_model_grid,
     head_window,
     image_noise_hu,
@@ -105,6 +108,10 @@ class TriageSettings:
     # phantoms reach: 64 validation phantoms at 0.625 mm with their full 9-19 HU of noise, read
     # slice by slice, put 5 of 32 healthy heads over the urgent line; read as slabs, 1.
     slab_noise_hu: float = 11.0
+    # A series with more intracranial tissue than this (ml) at 130-300 HU away from bone
+    # (`ct.enhanced_ml`: enhancing vessels) is refused as contrast-enhanced; a contrast
+    # study whose headers leave out the agent would otherwise score critical.
+    max_enhanced_ml: float = 0.5
 
     @classmethod
     def from_params(cls, *layers: Mapping[str, Any]) -> TriageSettings:
@@ -131,7 +138,7 @@ class TriageSettings:
         if settings.calibration_ml <= 0 or settings.top_slices < 1:
             raise ConfigError("anomaly_triage: calibration_ml and top_slices must be positive")
         for key in ("noise_floor_hu", "hypodense_floor_hu", "smoothing_mm", "hypodense_smoothing_mm",
-                    "max_noise_hu", "slab_noise_hu"):
+                    "max_noise_hu", "slab_noise_hu", "max_enhanced_ml"):
             if getattr(settings, key) <= 0:
                 raise ConfigError(f"anomaly_triage.{key}: must be positive")
         return settings
@@ -190,24 +197,42 @@ def analyse(datasets: Sequence[Dataset], engine: Engine, settings: TriageSetting
 
 
 def readable_volume(volume: CtVolume, settings: TriageSettings) -> CtVolume:
-    """The volume as the model should read it (`quietened`), or SeriesRejected where it cannot.
-
-    Refused: a series with no brain found, and one far noisier than training even after
-    averaging. A bone-kernel reconstruction of a bleeding head otherwise scores routine (its
-    brain mask is empty), and a noisy healthy head scores urgent.
-    """
+    """The volume as the model should read it (`quietened`), or SeriesRejected where it cannot
+    (`refusal`)."""
     volume, noise = quietened(volume, settings)
-    if noise is None:
-        raise SeriesRejected("no brain tissue (-15 to 120 HU inside the skull) in the middle of the series: "
-                             "not a head CT, or a sharp (bone) reconstruction kernel; triage the "
-                             "soft-tissue (brain) kernel series")
-    if noise > settings.max_noise_hu:
-        averaged = f" in {volume.slab_mm:.1f} mm slabs" if volume.slab_mm else ""
-        raise SeriesRejected(f"image noise in the brain is {noise:.0f} HU{averaged}, above "
-                             f"anomaly_triage.max_noise_hu ({settings.max_noise_hu:g} HU; training "
-                             "phantoms reach 10): a sharp (bone) reconstruction kernel? Triage the "
-                             "soft-tissue (brain) kernel series")
+    reason = refusal(volume, noise, settings)
+    if reason is not None:
+        raise SeriesRejected(reason)
     return volume
+
+
+def refusal(volume: CtVolume, noise_hu: float | None, settings: TriageSettings) -> str | None:
+    """Why the model cannot read this (quietened) volume, or None where it can.
+
+    Refused: a series with no brain found, one far noisier than training even after
+    averaging, and one that looks contrast-enhanced. A bone-kernel reconstruction of a
+    bleeding head otherwise scores routine (its brain mask is empty), a noisy healthy head
+    scores urgent, and so does every contrast-enhanced head (its vessels read as blood).
+    """
+    if noise_hu is None:
+        return ("no brain tissue (-15 to 120 HU inside the skull) in the middle of the series: "
+                "not a head CT, or a sharp (bone) reconstruction kernel; triage the "
+                "soft-tissue (brain) kernel series")
+    if noise_hu > settings.max_noise_hu:
+        averaged = f" in {volume.slab_mm:.1f} mm slabs" if volume.slab_mm else ""
+        return (f"image noise in the brain is {noise_hu:.0f} HU{averaged}, above "
+                f"anomaly_triage.max_noise_hu ({settings.max_noise_hu:g} HU; training "
+                "phantoms reach 10): a sharp (bone) reconstruction kernel? Triage the "
+                "soft-tissue (brain) kernel series")
+    enhanced = enhanced_ml(volume)
+    log.info("intracranial tissue at %g-%g HU away from bone: %.2f ml", ENHANCED_HU, BONE_HU, enhanced)
+    if enhanced > settings.max_enhanced_ml:
+        return (f"looks contrast-enhanced: {enhanced:.1f} ml of intracranial tissue at "
+                f"{ENHANCED_HU:g}-{BONE_HU:g} HU away from bone (no blood reaches {ENHANCED_HU:g} HU "
+                f"without contrast), above anomaly_triage.max_enhanced_ml "
+                f"({settings.max_enhanced_ml:g} ml). The model reads non-contrast head CT, where "
+                "enhancing vessels would score as blood; triage the non-contrast series")
+    return None
 
 
 def quietened(volume: CtVolume, settings: TriageSettings) -> tuple[CtVolume, float | None]:

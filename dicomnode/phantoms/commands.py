@@ -28,6 +28,7 @@ def cmd_phantom(
     head_pitch: float = 0.0,
     enhanced: bool = False,
     full_noise: bool = False,
+    contrast: float | None = None,
 ) -> int:
     """Generate one phantom study and write it as DICOM; returns the exit status."""
     if lesion is not None and lesion not in LESION_KINDS:
@@ -39,6 +40,7 @@ def cmd_phantom(
             seed, lesion, slice_thickness_mm=slice_thickness, matrix=matrix, lesion_size=size, vendor=vendor,
             field_of_view_mm=field_of_view, gantry_tilt_deg=gantry_tilt,
             head_pitch_deg=head_pitch, noise_cap_hu=FULL_NOISE_CAP_HU if full_noise else NOISE_CAP_HU,
+            contrast_hu=contrast,
         )
     except (ValueError, KeyError) as exc:
         print(f"error: {exc}")
@@ -57,7 +59,9 @@ def cmd_phantom(
         f"{study.shape[1]}x{study.shape[2]} at {dx:.3f} mm, {dz:g} mm slices, patient {position}"
         + (f", gantry tilted {gantry_tilt:g} degrees" if gantry_tilt else "")
         + (f", head pitched {head_pitch:+g} degrees" if head_pitch else "")
-        + (", full thin-slice noise" if full_noise else "") + " "
+        + (", full thin-slice noise" if full_noise else "")
+        + ("" if contrast is None else f", contrast-enhanced (vessels {contrast:g} HU, agent not recorded)")
+        + " "
         f"({time.monotonic() - start:.1f} s)"
     )
     print("synthetic phantom data - NOT FOR DIAGNOSIS")

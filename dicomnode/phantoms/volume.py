@@ -18,6 +18,7 @@ import numpy as np
 from scipy import ndimage
 
 from dicomnode.phantoms.anatomy import hu_volume, random_tissues
+from dicomnode.phantoms.contrast import add_contrast
 from dicomnode.phantoms.lesions import LESION_KINDS, SIZE_CLASSES, Lesion, add_lesion
 from dicomnode.phantoms.template import Anatomy, load_anatomy
 from dicomnode.phantoms.vendors import PROFILE_MATRIX, VENDORS, ScannerTexture, VendorProfile, vendor_profile
@@ -31,7 +32,8 @@ FULL_NOISE_CAP_HU = 30.0  # above any profile's thinnest slices (20 HU at 0.625 
 # Coverage is centred this far above the intracranial centre: skull base to vertex.
 _COVERAGE_OFFSET_MM = 10.0
 MAX_TURN_DEG = 30.0  # gantry tilt, and the head's pitch added to the drawn pose
-_STREAMS = ("tissues", "pose", "lesion", "noise", "scanner")
+# Appending a stream leaves the others as they were (SeedSequence children are keyed by index).
+_STREAMS = ("tissues", "pose", "lesion", "noise", "scanner", "contrast")
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,7 @@ def make_study(
     gantry_tilt_deg: float = 0.0,
     head_pitch_deg: float = 0.0,
     noise_cap_hu: float = NOISE_CAP_HU,
+    contrast_hu: float | None = None,
 ) -> PhantomStudy:
     """A synthetic non-contrast head CT; `lesion` is one of LESION_KINDS or None for a healthy head."""
     return make_pair(
@@ -118,6 +121,7 @@ def make_study(
         head_pitch_deg=head_pitch_deg,
         healthy_twin=False,
         noise_cap_hu=noise_cap_hu,
+        contrast_hu=contrast_hu,
     )[0]
 
 
@@ -138,6 +142,7 @@ def make_pair(
     texture: ScannerTexture | None = None,
     healthy_slices: int = 1,
     noise_cap_hu: float = NOISE_CAP_HU,
+    contrast_hu: float | None = None,
 ) -> tuple[PhantomStudy, np.ndarray | None]:
     """The study and, with `healthy_twin`, the same study's HU without its lesion (same noise).
 
@@ -156,6 +161,8 @@ def make_pair(
     `noise_cap_hu` caps the noise that thin slices gain (training: NOISE_CAP_HU); a profile's
     noise at 5 mm grows as 1/sqrt(thickness), to 8-20 HU at 0.625 mm uncapped, as real thin
     soft-tissue series read.
+    `contrast_hu` enhances the head as after an iodine bolus, vessel blood at that density
+    (`phantoms.contrast`); the twin is enhanced alike. Training never saw contrast.
     """
     if lesion is not None and lesion not in LESION_KINDS:
         raise ValueError(f"unknown lesion kind {lesion!r}; expected one of {', '.join(LESION_KINDS)}")
@@ -186,6 +193,8 @@ def make_pair(
     tissues = random_tissues(rng["tissues"])
     pose = _pitched(_random_pose(rng["pose"]), head_pitch_deg)
     healthy = hu_volume(anatomy, tissues)
+    if contrast_hu is not None:
+        add_contrast(healthy, anatomy, tissues, contrast_hu, rng["contrast"])
     found: Lesion | None = None
     hu = healthy
     if lesion is not None:
@@ -225,7 +234,8 @@ def make_pair(
         vendor=profile.key,
         gantry_tilt_deg=float(gantry_tilt_deg),
         head_pitch_deg=float(head_pitch_deg),
-        details={"tissues": tissues, **(found.details if found else {}), "fov_mm": fov, "slices": grid.index},
+        details={"tissues": tissues, **(found.details if found else {}), "fov_mm": fov,
+                 "contrast_hu": contrast_hu, "slices": grid.index},
     )
     logger.debug("phantom seed=%d lesion=%s volume=%.2f ml", seed, lesion, study.lesion_volume_ml)
     return study, twin

@@ -172,7 +172,8 @@ def _as_series_of(files: list[Path], study: Dataset, folder: Path, number: int, 
 def test_a_study_of_several_series_shows_its_most_severe_result(tmp_path: Path, orthanc: Orthanc) -> None:
     """A head CT study brings several series the rule sends to triage, finished in any order: the
     bleed's critical result stays on the worklist beside a healthy-looking series, and a coronal
-    reformat and a bone-kernel series, which cannot be triaged, are warnings, not a failed study."""
+    reformat, a bone-kernel series and a contrast-enhanced series whose headers leave the agent
+    out, which cannot be triaged, are warnings, not a failed study."""
     from dicomnode.phantoms import make_study, write_series
 
     bleed = write_series(make_study(104, "ich", slice_thickness_mm=5.0, lesion_size="large", matrix=256),
@@ -183,29 +184,35 @@ def test_a_study_of_several_series_shows_its_most_severe_result(tmp_path: Path, 
     coronal = _as_series_of(healthy, study, tmp_path / "coronal", 4, "COR MPR",
                             orientation=[1.0, 0.0, 0.0, 0.0, 0.0, -1.0])
     bone = _as_series_of(bleed, study, tmp_path / "bone", 5, "HEAD BONE", noise_sd=60.0)
+    enhanced = write_series(make_study(105, None, slice_thickness_mm=5.0, matrix=256, contrast_hu=175.0),
+                            tmp_path / "enhanced-source")
+    contrast = _as_series_of(enhanced, study, tmp_path / "contrast", 6, "HEAD 5mm POST")
     pacs = {"pacs": {"host": "127.0.0.1", "port": orthanc.dicom_port, "ae_title": orthanc.aet}}
     with NodeProcess(tmp_path / "node", rules=TRIAGE_RULES, destinations=pacs,
                      engines={"models_dir": str(REPO / "engines"), "backend": "onnxruntime"}) as node:
-        for files in (bleed, quiet, coronal, bone):
+        for files in (bleed, quiet, coronal, bone, contrast):
             result = storescu(node.port, files)
             assert result.returncode == 0, result.stderr
 
         def settled() -> list[tuple[Any, ...]] | None:
             rows = node.query("SELECT state FROM worklist_series WHERE study_uid = ?", study.StudyInstanceUID)
-            return rows if len(rows) == 4 else None
+            return rows if len(rows) == 5 else None
 
-        wait_for(settled, 240, "four triage results for the study", interval=0.5)
+        wait_for(settled, 300, "five triage results for the study", interval=0.5)
         (row,) = node.query("SELECT state, category, series_uid, warnings, error FROM worklist")
         scores = dict(node.query("SELECT series_uid, score FROM worklist_series"))
 
     state, category, series_uid, warnings, error = row
     assert (state, category, series_uid, error) == ("done", "critical", study.SeriesInstanceUID, None)
     assert scores[study.SeriesInstanceUID] > scores[pydicom.dcmread(quiet[0]).SeriesInstanceUID]
-    coronal_warning, bone_warning = sorted(json.loads(warnings))
+    coronal_warning, bone_warning, contrast_warning = sorted(json.loads(warnings))
     assert coronal_warning.startswith("series 4 COR MPR was not triaged:"), coronal_warning
     assert "not an axial series" in coronal_warning, coronal_warning
     assert bone_warning.startswith("series 5 HEAD BONE was not triaged:"), bone_warning
     assert "image noise in the brain" in bone_warning or "no brain tissue" in bone_warning, bone_warning
+    # Read as non-contrast, this healthy head's vessels score critical (raw 91 ml).
+    assert contrast_warning.startswith("series 6 HEAD 5mm POST was not triaged:"), contrast_warning
+    assert "looks contrast-enhanced" in contrast_warning, contrast_warning
 
 
 @pytest.mark.skipif(not MODEL.exists(), reason="the anomaly_triage model is not in the zoo")

@@ -181,6 +181,36 @@ def test_a_series_too_noisy_for_the_model_is_refused_with_its_noise(registry: En
     assert generator.run(quiet, {"model": "identity"}).triage is not None
 
 
+def test_a_contrast_enhanced_series_is_refused_naming_what_was_measured(registry: EngineRegistry,
+                                                                         tmp_path: Path) -> None:
+    # Enhancing vessels (200 HU) through the brain of a head whose headers do not declare the
+    # contrast: the model would read them as blood.
+    series = head_series(tmp_path / "enhanced", bleed_slices=set())
+    yy, xx = np.mgrid[:64, :64]
+    vessels = np.zeros((64, 64), dtype=bool)
+    for cy, cx in ((20, 20), (20, 44), (44, 20), (44, 44), (32, 18), (32, 46)):
+        vessels |= np.hypot(yy - cy, xx - cx) < 2.5
+    for ds in series:
+        stored = ds.pixel_array.copy()
+        stored[vessels] = 200 + 1024
+        ds.PixelData = stored.tobytes()
+    generator = AnomalyTriage(registry, {"calibration_ml": 0.05})
+    # 6 vessels of 21 pixels of 0.25 mm2, six 5 mm slices: 0.95 ml.
+    with pytest.raises(SeriesRejected, match=r"looks contrast-enhanced: 0\.9 ml of intracranial tissue at "
+                                             r"130-300 HU .* anomaly_triage\.max_enhanced_ml \(0\.5 ml\)"):
+        generator.run(series, {"model": "clip45"})
+    # A site may accept more (up to 2 ml here): the series is then triaged.
+    assert generator.run(series, {"model": "clip45", "max_enhanced_ml": 2.0}).triage is not None
+    # A dense bleed (here 95 HU) is not contrast.
+    bleed = head_series(tmp_path / "bleed", bleed_slices={2, 3})
+    for ds in bleed:
+        stored = ds.pixel_array.copy()
+        stored[stored == 70 + 1024] = 95 + 1024
+        ds.PixelData = stored.tobytes()
+    dense = generator.run(bleed, {"model": "clip45"})
+    assert dense.triage is not None and dense.triage.category == "critical"
+
+
 def test_a_thin_noisy_series_is_read_as_running_slabs(registry: EngineRegistry, tmp_path: Path) -> None:
     # 0.625 mm slices with 20 HU of noise (thin slices of a soft-tissue kernel): too noisy to
     # read slice by slice, quiet enough averaged into slabs of five slices (3.1 mm).

@@ -18,6 +18,7 @@ from dicomnode.generators.ct import (
     bone_beside,
     bone_beside_reach,
     brain_mask,
+    enhanced_ml,
     head_window,
     image_noise_hu,
     load_ct_volume,
@@ -367,3 +368,64 @@ def test_same_slabs_average_another_volume_as_the_series_was() -> None:
     assert same_slabs(plain, hu * 2) is not None and np.array_equal(same_slabs(plain, hu * 2), hu * 2)
     slabbed = running_slabs(plain, 1)
     np.testing.assert_allclose(same_slabs(slabbed, hu * 2), slabbed.hu * 2)
+
+
+def _noiseless_heads(slices: int) -> np.ndarray:
+    return np.repeat(_skull_ring_heads(1, 0.0), slices, axis=0)
+
+
+def _vessels(heads: np.ndarray, hu: float, radius_px: float = 2.0) -> np.ndarray:
+    """Round vessels of `hu` scattered through the brain of every slice (0.5 mm pixels)."""
+    yy, xx = np.mgrid[:160, :160]
+    out = heads.copy()
+    for cy, cx in ((50, 50), (50, 110), (110, 50), (110, 110), (80, 60), (80, 100)):
+        out[:, np.hypot(yy - cy, xx - cx) < radius_px] = hu
+    return out
+
+
+def test_enhanced_ml_measures_vessels_denser_than_blood_and_less_dense_than_bone() -> None:
+    heads = _skull_ring_heads(10, 5.0)
+    volume = _volume(_vessels(heads, 200.0), 5.0)
+    # Six vessels of 9 pixels of 0.25 mm2 on ten 5 mm slices; the first and last slices have no
+    # bone beside them here, so every slice counts.
+    expected = 6 * 9 * 0.25 * 5.0 * 10 / 1000.0
+    assert enhanced_ml(volume) == pytest.approx(expected)
+    assert enhanced_ml(_volume(heads, 5.0)) == 0.0
+    # Blood, however dense, is not contrast; nor is a vessel thinner than the slice that
+    # partial volume brings under 130 HU.
+    assert enhanced_ml(_volume(_vessels(heads, 100.0), 5.0)) == 0.0
+    assert enhanced_ml(_volume(_vessels(heads, 125.0), 5.0)) == 0.0
+
+
+def test_enhanced_ml_leaves_out_bone_and_what_lies_beside_it() -> None:
+    heads = _noiseless_heads(10)
+    yy, xx = np.mgrid[:160, :160]
+    radius = np.hypot(yy - 80, xx - 80)
+    # The inner table's partial-volume rim (200 HU, one pixel inside the bone).
+    rimmed = heads.copy()
+    rimmed[:, (radius >= 61) & (radius < 62)] = 200.0
+    assert enhanced_ml(_volume(rimmed, 5.0)) == 0.0
+    # A calcification dense enough to be bone, with a 200 HU rim a pixel wide.
+    calcified = heads.copy()
+    calcified[:, np.hypot(yy - 80, xx - 80) < 4] = 200.0
+    calcified[:, np.hypot(yy - 80, xx - 80) < 3] = 800.0
+    assert enhanced_ml(_volume(calcified, 5.0)) == 0.0
+    # A slice holding a sliver of the bone that the next slice shows (the vertex, cut obliquely).
+    sliver = heads.copy()
+    sliver[4, np.hypot(yy - 80, xx - 80) < 20] = 250.0
+    sliver[5, np.hypot(yy - 80, xx - 80) < 20] = 1000.0
+    assert enhanced_ml(_volume(sliver, 5.0)) == 0.0
+
+
+def test_enhanced_ml_reads_the_slices_above_the_skull_base() -> None:
+    # Slices whose inside of the skull is under half the widest (the skull base) are not read:
+    # there the slices cut bone in every direction.
+    heads = _vessels(_noiseless_heads(10), 200.0)
+    yy, xx = np.mgrid[:160, :160]
+    small = np.full((160, 160), -1000.0)
+    small[np.hypot(yy - 80, xx - 80) < 40] = 1000.0
+    small[np.hypot(yy - 80, xx - 80) < 34] = 35.0
+    small[np.hypot(yy - 80, xx - 70) < 2] = 200.0
+    heads[:3] = small
+    full = enhanced_ml(_volume(_vessels(_noiseless_heads(10), 200.0), 5.0))
+    assert enhanced_ml(_volume(heads, 5.0)) == pytest.approx(full * 7 / 10, rel=0.01)
