@@ -61,7 +61,7 @@ from dicomnode.generators.ct import (
     bone_beside,
     bone_beside_reach,
     brain_mask,
-    enhanced_ml,
+    enhanced,
     from_model_grid,
     head_window,
     image_noise_hu,
@@ -108,9 +108,9 @@ class TriageSettings:
     # phantoms reach: 64 validation phantoms at 0.625 mm with their full 9-19 HU of noise, read
     # slice by slice, put 5 of 32 healthy heads over the urgent line; read as slabs, 1.
     slab_noise_hu: float = 11.0
-    # A series with more intracranial tissue than this (ml) at 130-300 HU away from bone
-    # (`ct.enhanced_ml`: enhancing vessels) is refused as contrast-enhanced; a contrast
-    # study whose headers leave out the agent would otherwise score critical.
+    # A series with more intracranial tissue than this (ml) at 130-300 HU away from bone, on
+    # both sides alike (twice the lesser side's: `ct.enhanced`), is refused as contrast-enhanced:
+    # a contrast study whose headers leave out the agent would otherwise score critical.
     max_enhanced_ml: float = 0.5
 
     @classmethod
@@ -224,14 +224,16 @@ def refusal(volume: CtVolume, noise_hu: float | None, settings: TriageSettings) 
                 f"anomaly_triage.max_noise_hu ({settings.max_noise_hu:g} HU; training "
                 "phantoms reach 10): a sharp (bone) reconstruction kernel? Triage the "
                 "soft-tissue (brain) kernel series")
-    enhanced = enhanced_ml(volume)
-    log.info("intracranial tissue at %g-%g HU away from bone: %.2f ml", ENHANCED_HU, BONE_HU, enhanced)
-    if enhanced > settings.max_enhanced_ml:
-        return (f"looks contrast-enhanced: {enhanced:.1f} ml of intracranial tissue at "
-                f"{ENHANCED_HU:g}-{BONE_HU:g} HU away from bone (no blood reaches {ENHANCED_HU:g} HU "
-                f"without contrast), above anomaly_triage.max_enhanced_ml "
-                f"({settings.max_enhanced_ml:g} ml). The model reads non-contrast head CT, where "
-                "enhancing vessels would score as blood; triage the non-contrast series")
+    found = enhanced(volume)
+    log.info("intracranial tissue at %g-%g HU away from bone: %.2f ml right, %.2f ml left",
+             ENHANCED_HU, BONE_HU, found.right_ml, found.left_ml)
+    if found.bilateral_ml > settings.max_enhanced_ml:
+        return (f"looks contrast-enhanced: {found.right_ml:.1f} ml (right) and {found.left_ml:.1f} ml "
+                f"(left) of intracranial tissue at {ENHANCED_HU:g}-{BONE_HU:g} HU away from bone, "
+                f"where no blood reaches without contrast; {found.bilateral_ml:.1f} ml on both sides "
+                f"alike, above anomaly_triage.max_enhanced_ml ({settings.max_enhanced_ml:g} ml). The "
+                "model reads non-contrast head CT, where enhancing vessels would score as blood; "
+                "triage the non-contrast series")
     return None
 
 

@@ -280,34 +280,58 @@ ENHANCED_HU = 130.0
 ENHANCED_AWAY_FROM_BONE_MM = 2.0
 
 
-def enhanced_ml(volume: CtVolume) -> float:
-    """Intracranial tissue at ENHANCED_HU to BONE_HU, away from bone (ml): enhancing vessels
-    of a contrast-enhanced scan.
+@dataclass(frozen=True)
+class Enhancement:
+    """Intracranial tissue at ENHANCED_HU to BONE_HU away from bone (`enhanced`), per side."""
+
+    right_ml: float  # the patient's right
+    left_ml: float
+
+    @property
+    def bilateral_ml(self) -> float:
+        """Twice the lesser side's volume: contrast enhances the vessels of both sides alike,
+        while a shunt catheter or a calcified mass lies on one."""
+        return 2.0 * min(self.right_ml, self.left_ml)
+
+
+def enhanced(volume: CtVolume) -> Enhancement:
+    """Intracranial tissue at ENHANCED_HU to BONE_HU, away from bone, on either side of the
+    head: the enhancing vessels of a contrast-enhanced scan.
 
     Counted on the slices whose inside of the skull is at least half its widest (above the
     skull base, whose bone the slices cut in every direction), leaving out pixels within
     ENHANCED_AWAY_FROM_BONE_MM of bone in plane and those with bone a slice above or below
-    (`bone_beside`: where a thick slice cuts the skull obliquely). A non-contrast head has
-    almost none (a faint calcification); the vessels of a contrast-enhanced one add up to
-    millilitres.
+    (`bone_beside`: where a thick slice cuts the skull obliquely). Each slice is split at the
+    middle of the inside of its skull, in the supine view (`CtVolume.turn`). A non-contrast
+    head has almost none (a faint calcification); the vessels of a contrast-enhanced one add
+    up to millilitres on both sides.
     """
     hu = volume.hu
     margin = max(1, round(ENHANCED_AWAY_FROM_BONE_MM / min(volume.pixel_spacing)))
-    inside_area = np.zeros(hu.shape[0])
+    inside = np.zeros(hu.shape, dtype=bool)
     candidates = np.zeros(hu.shape, dtype=bool)
     for start in range(0, hu.shape[0], CHUNK_SLICES):
         part = hu[start:start + CHUNK_SLICES]
         bone = part > BONE_HU
-        inside = _fill_holes(_closed_bone(bone))
-        inside_area[start:start + len(part)] = inside.sum(axis=(1, 2))
+        inside[start:start + len(part)] = _fill_holes(_closed_bone(bone))
         near_bone = ndimage.binary_dilation(bone, structure=_IN_PLANE_CROSS, iterations=margin)
-        candidates[start:start + len(part)] = inside & ~near_bone & (part >= ENHANCED_HU) & ~bone
-    if not inside_area.any():
-        return 0.0
+        candidates[start:start + len(part)] = (inside[start:start + len(part)] & ~near_bone
+                                               & (part >= ENHANCED_HU) & ~bone)
+    area = inside.sum(axis=(1, 2))
+    if not area.any():
+        return Enhancement(0.0, 0.0)
     candidates &= ~bone_beside(hu, volume.slice_spacing, volume.slab_mm)
-    counted = inside_area >= 0.5 * inside_area.max()
-    per_slice = candidates.sum(axis=(1, 2))
-    return float((per_slice[counted] * volume.slice_voxel_ml()[counted]).sum())
+    counted = area >= 0.5 * area.max()
+    # Columns of the supine view run from the patient's right to left.
+    turned_inside, turned_candidates = volume.turn.apply(inside), volume.turn.apply(candidates)
+    columns = np.arange(turned_inside.shape[-1])
+    middle = (turned_inside.sum(axis=1) * columns).sum(axis=1) / np.maximum(area, 1)
+    right_side = columns[None, :] < middle[:, None]
+    per_column = turned_candidates.sum(axis=1)
+    right = (per_column * right_side).sum(axis=1)
+    left = (per_column * ~right_side).sum(axis=1)
+    voxel_ml = volume.slice_voxel_ml()
+    return Enhancement(float((right * voxel_ml)[counted].sum()), float((left * voxel_ml)[counted].sum()))
 
 
 NOISE_SAMPLE_SLICES = 12  # slices of the series' middle half that the noise estimate reads

@@ -185,22 +185,29 @@ def test_a_contrast_enhanced_series_is_refused_naming_what_was_measured(registry
                                                                          tmp_path: Path) -> None:
     # Enhancing vessels (200 HU) through the brain of a head whose headers do not declare the
     # contrast: the model would read them as blood.
-    series = head_series(tmp_path / "enhanced", bleed_slices=set())
-    yy, xx = np.mgrid[:64, :64]
-    vessels = np.zeros((64, 64), dtype=bool)
-    for cy, cx in ((20, 20), (20, 44), (44, 20), (44, 44), (32, 18), (32, 46)):
-        vessels |= np.hypot(yy - cy, xx - cx) < 2.5
-    for ds in series:
-        stored = ds.pixel_array.copy()
-        stored[vessels] = 200 + 1024
-        ds.PixelData = stored.tobytes()
+    def with_vessels(folder: str, centres: tuple[tuple[int, int], ...]) -> list[Dataset]:
+        series = head_series(tmp_path / folder, bleed_slices=set())
+        yy, xx = np.mgrid[:64, :64]
+        for ds in series:
+            stored = ds.pixel_array.copy()
+            for cy, cx in centres:
+                stored[np.hypot(yy - cy, xx - cx) < 2.5] = 200 + 1024
+            ds.PixelData = stored.tobytes()
+        return series
+
+    series = with_vessels("enhanced", ((20, 20), (20, 44), (44, 20), (44, 44), (32, 18), (32, 46)))
     generator = AnomalyTriage(registry, {"calibration_ml": 0.05})
-    # 6 vessels of 21 pixels of 0.25 mm2, six 5 mm slices: 0.95 ml.
-    with pytest.raises(SeriesRejected, match=r"looks contrast-enhanced: 0\.9 ml of intracranial tissue at "
-                                             r"130-300 HU .* anomaly_triage\.max_enhanced_ml \(0\.5 ml\)"):
+    # 3 vessels of 21 pixels of 0.25 mm2 on each side, six 5 mm slices: 0.47 ml a side.
+    with pytest.raises(SeriesRejected, match=r"looks contrast-enhanced: 0\.5 ml \(right\) and "
+                                             r"0\.5 ml \(left\) of intracranial tissue at 130-300 HU "
+                                             r"away from bone, .*; 0\.9 ml on both sides alike, above "
+                                             r"anomaly_triage\.max_enhanced_ml \(0\.5 ml\)"):
         generator.run(series, {"model": "clip45"})
     # A site may accept more (up to 2 ml here): the series is then triaged.
     assert generator.run(series, {"model": "clip45", "max_enhanced_ml": 2.0}).triage is not None
+    # As much on one side only (a shunt catheter, a calcified mass) is not contrast.
+    one_side = with_vessels("one-side", ((16, 20), (24, 20), (32, 16), (40, 20), (48, 20), (32, 24)))
+    assert generator.run(one_side, {"model": "clip45"}).triage is not None
     # A dense bleed (here 95 HU) is not contrast.
     bleed = head_series(tmp_path / "bleed", bleed_slices={2, 3})
     for ds in bleed:

@@ -163,6 +163,19 @@ def test_a_prone_patient_is_scored_as_the_same_patient_supine(shipped: tuple[Any
         Condition("feet first", patient_position="FFS")
 
 
+def test_contrast_enhanced_series_are_counted_as_refused(shipped: tuple[Any, Any]) -> None:
+    from dicomnode.evaluation import Condition, evaluate, render
+
+    engine, settings = shipped
+    plain, enhanced = (evaluate(engine, settings, Condition(name, slice_thickness_mm=5.0, contrast_hu=hu),
+                                2, HELD_OUT_SEED, 256, progress=False)
+                       for name, hu in (("plain", None), ("contrast", 150.0)))
+    assert (plain.refused, enhanced.refused) == (0, 2)
+    # Scored anyway: read as non-contrast, the healthy head's vessels are the evidence the check prevents.
+    assert enhanced.studies[0].lesion is None and enhanced.studies[0].raw_ml > 10 * plain.studies[0].raw_ml
+    assert "2 of these series the node refuses" in render([plain, enhanced], settings, engine, 256)
+
+
 def test_writing_into_the_card_keeps_the_commentary_around_the_tables(tmp_path: Path) -> None:
     from dicomnode.evaluation import write_into_card
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ from dicomnode.generators.ct import (
     bone_beside,
     bone_beside_reach,
     brain_mask,
-    enhanced_ml,
+    enhanced,
     head_window,
     image_noise_hu,
     load_ct_volume,
@@ -370,6 +371,11 @@ def test_same_slabs_average_another_volume_as_the_series_was() -> None:
     np.testing.assert_allclose(same_slabs(slabbed, hu * 2), slabbed.hu * 2)
 
 
+def _enhanced_ml(volume: CtVolume) -> float:
+    found = enhanced(volume)
+    return found.right_ml + found.left_ml
+
+
 def _noiseless_heads(slices: int) -> np.ndarray:
     return np.repeat(_skull_ring_heads(1, 0.0), slices, axis=0)
 
@@ -383,41 +389,41 @@ def _vessels(heads: np.ndarray, hu: float, radius_px: float = 2.0) -> np.ndarray
     return out
 
 
-def test_enhanced_ml_measures_vessels_denser_than_blood_and_less_dense_than_bone() -> None:
+def test_enhancement_measures_vessels_denser_than_blood_and_less_dense_than_bone() -> None:
     heads = _skull_ring_heads(10, 5.0)
     volume = _volume(_vessels(heads, 200.0), 5.0)
     # Six vessels of 9 pixels of 0.25 mm2 on ten 5 mm slices; the first and last slices have no
     # bone beside them here, so every slice counts.
     expected = 6 * 9 * 0.25 * 5.0 * 10 / 1000.0
-    assert enhanced_ml(volume) == pytest.approx(expected)
-    assert enhanced_ml(_volume(heads, 5.0)) == 0.0
+    assert _enhanced_ml(volume) == pytest.approx(expected)
+    assert _enhanced_ml(_volume(heads, 5.0)) == 0.0
     # Blood, however dense, is not contrast; nor is a vessel thinner than the slice that
     # partial volume brings under 130 HU.
-    assert enhanced_ml(_volume(_vessels(heads, 100.0), 5.0)) == 0.0
-    assert enhanced_ml(_volume(_vessels(heads, 125.0), 5.0)) == 0.0
+    assert _enhanced_ml(_volume(_vessels(heads, 100.0), 5.0)) == 0.0
+    assert _enhanced_ml(_volume(_vessels(heads, 125.0), 5.0)) == 0.0
 
 
-def test_enhanced_ml_leaves_out_bone_and_what_lies_beside_it() -> None:
+def test_enhancement_leaves_out_bone_and_what_lies_beside_it() -> None:
     heads = _noiseless_heads(10)
     yy, xx = np.mgrid[:160, :160]
     radius = np.hypot(yy - 80, xx - 80)
     # The inner table's partial-volume rim (200 HU, one pixel inside the bone).
     rimmed = heads.copy()
     rimmed[:, (radius >= 61) & (radius < 62)] = 200.0
-    assert enhanced_ml(_volume(rimmed, 5.0)) == 0.0
+    assert _enhanced_ml(_volume(rimmed, 5.0)) == 0.0
     # A calcification dense enough to be bone, with a 200 HU rim a pixel wide.
     calcified = heads.copy()
     calcified[:, np.hypot(yy - 80, xx - 80) < 4] = 200.0
     calcified[:, np.hypot(yy - 80, xx - 80) < 3] = 800.0
-    assert enhanced_ml(_volume(calcified, 5.0)) == 0.0
+    assert _enhanced_ml(_volume(calcified, 5.0)) == 0.0
     # A slice holding a sliver of the bone that the next slice shows (the vertex, cut obliquely).
     sliver = heads.copy()
     sliver[4, np.hypot(yy - 80, xx - 80) < 20] = 250.0
     sliver[5, np.hypot(yy - 80, xx - 80) < 20] = 1000.0
-    assert enhanced_ml(_volume(sliver, 5.0)) == 0.0
+    assert _enhanced_ml(_volume(sliver, 5.0)) == 0.0
 
 
-def test_enhanced_ml_reads_the_slices_above_the_skull_base() -> None:
+def test_enhancement_reads_the_slices_above_the_skull_base() -> None:
     # Slices whose inside of the skull is under half the widest (the skull base) are not read:
     # there the slices cut bone in every direction.
     heads = _vessels(_noiseless_heads(10), 200.0)
@@ -427,5 +433,22 @@ def test_enhanced_ml_reads_the_slices_above_the_skull_base() -> None:
     small[np.hypot(yy - 80, xx - 80) < 34] = 35.0
     small[np.hypot(yy - 80, xx - 70) < 2] = 200.0
     heads[:3] = small
-    full = enhanced_ml(_volume(_vessels(_noiseless_heads(10), 200.0), 5.0))
-    assert enhanced_ml(_volume(heads, 5.0)) == pytest.approx(full * 7 / 10, rel=0.01)
+    full = _enhanced_ml(_volume(_vessels(_noiseless_heads(10), 200.0), 5.0))
+    assert _enhanced_ml(_volume(heads, 5.0)) == pytest.approx(full * 7 / 10, rel=0.01)
+
+
+def test_enhancement_is_split_between_the_patients_right_and_left() -> None:
+    heads = _noiseless_heads(10)
+    yy, xx = np.mgrid[:160, :160]
+    one_side = heads.copy()
+    for cy in (50, 80, 110):
+        one_side[:, np.hypot(yy - cy, xx - 50) < 2] = 200.0  # image left: the patient's right
+    found = enhanced(_volume(one_side, 5.0))
+    assert found.right_ml == pytest.approx(3 * 9 * 0.25 * 5.0 * 10 / 1000.0) and found.left_ml == 0.0
+    assert found.bilateral_ml == 0.0  # a catheter or a calcified mass, not contrast
+    # A prone patient's slices arrive with left and right swapped: the sides follow the patient.
+    prone = replace(_volume(one_side, 5.0), turn=InPlaneTurn(flip_rows=True, flip_columns=True))
+    assert enhanced(prone).left_ml == pytest.approx(found.right_ml) and enhanced(prone).right_ml == 0.0
+    both = enhanced(_volume(_vessels(heads, 200.0), 5.0))
+    assert both.right_ml == pytest.approx(both.left_ml) and both.bilateral_ml == pytest.approx(
+        both.right_ml + both.left_ml)

@@ -317,24 +317,24 @@ def test_cmd_phantom_writes_one_enhanced_instance(tmp_path: Path, capsys: pytest
 
 @pytest.mark.parametrize("vessel_hu", [150.0, 350.0])
 def test_a_contrast_enhanced_head_is_the_same_head_with_enhancing_vessels(vessel_hu: float) -> None:
-    from dicomnode.generators.ct import CtVolume, enhanced_ml
+    from dicomnode.generators.ct import CtVolume, enhanced
 
     plain = make_study(12, "sdh", slice_thickness_mm=5.0, matrix=256, lesion_size="medium")
-    enhanced = make_study(12, "sdh", slice_thickness_mm=5.0, matrix=256, lesion_size="medium",
-                          contrast_hu=vessel_hu)
+    with_contrast = make_study(12, "sdh", slice_thickness_mm=5.0, matrix=256, lesion_size="medium",
+                               contrast_hu=vessel_hu)
     # The same head, pose, lesion and noise: contrast draws from a stream of its own.
-    assert np.array_equal(plain.lesion_mask, enhanced.lesion_mask)
-    assert plain.details["fov_mm"] == enhanced.details["fov_mm"]
-    brighter = enhanced.hu.astype(np.float32) - plain.hu
+    assert np.array_equal(plain.lesion_mask, with_contrast.lesion_mask)
+    assert plain.details["fov_mm"] == with_contrast.details["fov_mm"]
+    brighter = with_contrast.hu.astype(np.float32) - plain.hu
     assert np.percentile(brighter[plain.brain_mask], 50) > 0.0  # the parenchyma gains a few HU
     assert brighter[plain.brain_mask].max() > 0.5 * (vessel_hu - 40.0)  # vessels
 
     def ml(study: PhantomStudy) -> float:
         pixel_spacing = (study.spacing[1], study.spacing[2])
         volume = CtVolume(study.hu.astype(np.float32), [], pixel_spacing, study.spacing[0])
-        return enhanced_ml(volume)
+        return enhanced(volume).bilateral_ml
 
-    assert ml(plain) < 0.1 and ml(enhanced) > 1.0
+    assert ml(plain) < 0.1 and ml(with_contrast) > 1.0
 
 
 def test_cmd_phantom_contrast_writes_another_series_without_the_agent(
