@@ -69,6 +69,7 @@ from dicomnode.generators.ct import (
     quieter_slabs,
     to_model_grid,
 )
+from dicomnode.generators.patient import patient_age
 from dicomnode.outputs import (
     AlgorithmInfo,
     SliceFinding,
@@ -112,6 +113,10 @@ class TriageSettings:
     # both sides alike (twice the lesser side's: `ct.enhanced`), is refused as contrast-enhanced:
     # a contrast study whose headers leave out the agent would otherwise score critical.
     max_enhanced_ml: float = 0.5
+    # Patients younger than this (PatientAge, else the birth date) are refused: the model learnt
+    # adult heads (MNI152 anatomy); a child's skull, brain and white matter differ. 0: every age.
+    # A series that states no age is triaged.
+    min_patient_age_years: float = 18.0
 
     @classmethod
     def from_params(cls, *layers: Mapping[str, Any]) -> TriageSettings:
@@ -141,6 +146,8 @@ class TriageSettings:
                     "max_noise_hu", "slab_noise_hu", "max_enhanced_ml"):
             if getattr(settings, key) <= 0:
                 raise ConfigError(f"anomaly_triage.{key}: must be positive")
+        if settings.min_patient_age_years < 0:
+            raise ConfigError("anomaly_triage.min_patient_age_years: must be 0 or more")
         return settings
 
     def score(self, raw_ml: float) -> float:
@@ -193,7 +200,21 @@ def fit_calibration_ml(healthy_raw_ml: Sequence[float], settings: TriageSettings
 
 def analyse(datasets: Sequence[Dataset], engine: Engine, settings: TriageSettings) -> TriageAnalysis:
     """The whole computation, from datasets to scores; no DICOM is written here."""
+    if datasets:
+        too_young = age_refusal(datasets[0], settings)
+        if too_young is not None:
+            raise SeriesRejected(too_young)
     return analyse_volume(readable_volume(load_ct_volume(datasets), settings), engine, settings)
+
+
+def age_refusal(ds: Dataset, settings: TriageSettings) -> str | None:
+    """Why a patient is outside the model's intended use (too young), or None."""
+    age = patient_age(ds)
+    if age is None or age.years >= settings.min_patient_age_years:
+        return None
+    return (f"the patient is {age.text} old, under anomaly_triage.min_patient_age_years "
+            f"({settings.min_patient_age_years:g}): the model learnt adult heads, and a child's skull, "
+            "brain and white matter differ; set min_patient_age_years to triage younger patients")
 
 
 def readable_volume(volume: CtVolume, settings: TriageSettings) -> CtVolume:

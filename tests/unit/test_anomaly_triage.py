@@ -218,6 +218,27 @@ def test_a_contrast_enhanced_series_is_refused_naming_what_was_measured(registry
     assert dense.triage is not None and dense.triage.category == "critical"
 
 
+def test_a_child_is_refused_naming_the_age_and_the_setting(registry: EngineRegistry, tmp_path: Path) -> None:
+    series = head_series(tmp_path / "child", bleed_slices={2, 3})
+    for ds in series:
+        ds.PatientAge = "007Y"
+    generator = AnomalyTriage(registry, {"calibration_ml": 0.05})
+    with pytest.raises(SeriesRejected, match=r"the patient is 7 years old, under "
+                                             r"anomaly_triage\.min_patient_age_years \(18\)"):
+        generator.run(series, {"model": "clip45"})
+    # A site may triage children; an adult, or a series that states no age, is triaged.
+    assert generator.run(series, {"model": "clip45", "min_patient_age_years": 0}).triage is not None
+    for ds in series:
+        ds.PatientAge = "018Y"
+    assert generator.run(series, {"model": "clip45"}).triage is not None
+    for ds in series:
+        del ds.PatientAge
+        ds.PatientBirthDate = ""
+    assert generator.run(series, {"model": "clip45"}).triage is not None
+    with pytest.raises(ConfigError, match="min_patient_age_years"):
+        TriageSettings.from_params({"min_patient_age_years": -1})
+
+
 def test_a_thin_noisy_series_is_read_as_running_slabs(registry: EngineRegistry, tmp_path: Path) -> None:
     # 0.625 mm slices with 20 HU of noise (thin slices of a soft-tissue kernel): too noisy to
     # read slice by slice, quiet enough averaged into slabs of five slices (3.1 mm).
