@@ -52,8 +52,7 @@ from dicomnode.generators.anomaly_triage import (
     analyse_volume,
     fit_calibration_ml,
     model_window,
-    quietened,
-    refusal,
+    read_series,
     score_volume,
 )
 from dicomnode.generators.ct import CtVolume, load_ct_volume, same_slabs
@@ -112,7 +111,7 @@ class ConditionResult:
     pixel_scores: list[np.ndarray] = field(default_factory=list)
     dice_sums: np.ndarray = field(default_factory=lambda: np.zeros(_DICE_THRESHOLDS.size))
     lesion_studies: int = 0
-    # Series the node would refuse (`refusal`: no brain found, too noisy, contrast); scored
+    # Series the node would refuse (`read_series`: no brain found, too noisy, contrast); scored
     # anyway, so that conditions stay paired study by study.
     refused: int = 0
 
@@ -173,8 +172,9 @@ def evaluate(engine: Engine, settings: TriageSettings, condition: Condition, cou
             study = replace(study, hu=_add_noise(study.hu, noise))
             twin = None if twin is None else _add_noise(twin, noise)
         # As the node reads the series: thin noisy slices as running slabs.
-        volume, noise = quietened(_through_dicom(study, condition.patient_position), settings)
-        result.refused += refusal(volume, noise, settings) is not None
+        reading = read_series(_through_dicom(study, condition.patient_position), settings)
+        result.refused += reading.refused is not None
+        volume = reading.volume
         analysis = analyse_volume(volume, engine, settings)
         if twin is None:
             result.studies.append(StudyResult(lesion, size, analysis.score, analysis.raw_ml))

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from io import BytesIO
 from typing import Any, Protocol
 
@@ -113,6 +113,9 @@ class TriageSettings:
     # both sides alike (twice the lesser side's: `ct.enhanced`), is refused as contrast-enhanced:
     # a contrast study whose headers leave out the agent would otherwise score critical.
     max_enhanced_ml: float = 0.5
+    # Above this (and up to max_enhanced_ml) the series is triaged with a warning: a
+    # contrast-enhanced phantom of faint vessels (150 HU, 5 mm slices) read 0.49 ml.
+    warn_enhanced_ml: float = 0.1
     # Patients younger than this (PatientAge, else the birth date) are refused: the model learnt
     # adult heads (MNI152 anatomy); a child's skull, brain and white matter differ. 0: every age.
     # A series that states no age is triaged.
@@ -143,7 +146,7 @@ class TriageSettings:
         if settings.calibration_ml <= 0 or settings.top_slices < 1:
             raise ConfigError("anomaly_triage: calibration_ml and top_slices must be positive")
         for key in ("noise_floor_hu", "hypodense_floor_hu", "smoothing_mm", "hypodense_smoothing_mm",
-                    "max_noise_hu", "slab_noise_hu", "max_enhanced_ml"):
+                    "max_noise_hu", "slab_noise_hu", "max_enhanced_ml", "warn_enhanced_ml"):
             if getattr(settings, key) <= 0:
                 raise ConfigError(f"anomaly_triage.{key}: must be positive")
         if settings.min_patient_age_years < 0:
@@ -172,6 +175,7 @@ class TriageAnalysis:
     raw_ml: float
     score: float
     category: str
+    warnings: tuple[str, ...] = ()  # for the worklist: how the series was read (`read_series`)
 
     def top_slices(self, count: int) -> list[int]:
         order = np.argsort(-self.slice_scores, kind="stable")
@@ -204,7 +208,10 @@ def analyse(datasets: Sequence[Dataset], engine: Engine, settings: TriageSetting
         too_young = age_refusal(datasets[0], settings)
         if too_young is not None:
             raise SeriesRejected(too_young)
-    return analyse_volume(readable_volume(load_ct_volume(datasets), settings), engine, settings)
+    reading = read_series(load_ct_volume(datasets), settings)
+    if reading.refused is not None:
+        raise SeriesRejected(reading.refused)
+    return replace(analyse_volume(reading.volume, engine, settings), warnings=reading.warnings)
 
 
 def age_refusal(ds: Dataset, settings: TriageSettings) -> str | None:
@@ -217,45 +224,51 @@ def age_refusal(ds: Dataset, settings: TriageSettings) -> str | None:
             "brain and white matter differ; set min_patient_age_years to triage younger patients")
 
 
-def readable_volume(volume: CtVolume, settings: TriageSettings) -> CtVolume:
-    """The volume as the model should read it (`quietened`), or SeriesRejected where it cannot
-    (`refusal`)."""
-    volume, noise = quietened(volume, settings)
-    reason = refusal(volume, noise, settings)
-    if reason is not None:
-        raise SeriesRejected(reason)
-    return volume
+@dataclass(frozen=True)
+class SeriesReading:
+    """How the model reads a series: the volume (thin noisy slices as running slabs), why it
+    cannot (None where it can), and what the worklist should say about the reading."""
+
+    volume: CtVolume
+    refused: str | None
+    warnings: tuple[str, ...] = ()
 
 
-def refusal(volume: CtVolume, noise_hu: float | None, settings: TriageSettings) -> str | None:
-    """Why the model cannot read this (quietened) volume, or None where it can.
+def read_series(volume: CtVolume, settings: TriageSettings) -> SeriesReading:
+    """The series as the model should read it (`quietened`), refused where it cannot.
 
     Refused: a series with no brain found, one far noisier than training even after
     averaging, and one that looks contrast-enhanced. A bone-kernel reconstruction of a
     bleeding head otherwise scores routine (its brain mask is empty), a noisy healthy head
     scores urgent, and so does every contrast-enhanced head (its vessels read as blood).
     """
+    volume, noise_hu = quietened(volume, settings)
     if noise_hu is None:
-        return ("no brain tissue (-15 to 120 HU inside the skull) in the middle of the series: "
-                "not a head CT, or a sharp (bone) reconstruction kernel; triage the "
-                "soft-tissue (brain) kernel series")
+        return SeriesReading(volume, "no brain tissue (-15 to 120 HU inside the skull) in the middle of the "
+                                     "series: not a head CT, or a sharp (bone) reconstruction kernel; triage "
+                                     "the soft-tissue (brain) kernel series")
     if noise_hu > settings.max_noise_hu:
         averaged = f" in {volume.slab_mm:.1f} mm slabs" if volume.slab_mm else ""
-        return (f"image noise in the brain is {noise_hu:.0f} HU{averaged}, above "
-                f"anomaly_triage.max_noise_hu ({settings.max_noise_hu:g} HU; training "
-                "phantoms reach 10): a sharp (bone) reconstruction kernel? Triage the "
-                "soft-tissue (brain) kernel series")
+        return SeriesReading(volume, f"image noise in the brain is {noise_hu:.0f} HU{averaged}, above "
+                                     f"anomaly_triage.max_noise_hu ({settings.max_noise_hu:g} HU; training "
+                                     "phantoms reach 10): a sharp (bone) reconstruction kernel? Triage the "
+                                     "soft-tissue (brain) kernel series")
     found = enhanced(volume)
     log.info("intracranial tissue at %g-%g HU away from bone: %.2f ml right, %.2f ml left",
              ENHANCED_HU, BONE_HU, found.right_ml, found.left_ml)
+    measured = (f"{found.right_ml:.2f} ml (right) and {found.left_ml:.2f} ml (left) of intracranial "
+                f"tissue at {ENHANCED_HU:g}-{BONE_HU:g} HU away from bone, where no blood reaches "
+                f"without contrast; {found.bilateral_ml:.2f} ml on both sides alike")
     if found.bilateral_ml > settings.max_enhanced_ml:
-        return (f"looks contrast-enhanced: {found.right_ml:.1f} ml (right) and {found.left_ml:.1f} ml "
-                f"(left) of intracranial tissue at {ENHANCED_HU:g}-{BONE_HU:g} HU away from bone, "
-                f"where no blood reaches without contrast; {found.bilateral_ml:.1f} ml on both sides "
-                f"alike, above anomaly_triage.max_enhanced_ml ({settings.max_enhanced_ml:g} ml). The "
-                "model reads non-contrast head CT, where enhancing vessels would score as blood; "
-                "triage the non-contrast series")
-    return None
+        return SeriesReading(volume, f"looks contrast-enhanced: {measured}, above "
+                                     f"anomaly_triage.max_enhanced_ml ({settings.max_enhanced_ml:g} ml). The "
+                                     "model reads non-contrast head CT, where enhancing vessels would score "
+                                     "as blood; triage the non-contrast series")
+    warnings = _warnings(volume)
+    if found.bilateral_ml > settings.warn_enhanced_ml:
+        warnings += (f"may be contrast-enhanced: {measured} (refused above "
+                     f"{settings.max_enhanced_ml:g} ml); if it is, enhancing vessels scored as blood",)
+    return SeriesReading(volume, None, warnings)
 
 
 def quietened(volume: CtVolume, settings: TriageSettings) -> tuple[CtVolume, float | None]:
@@ -458,7 +471,7 @@ class AnomalyTriage:
             top_slice_index=most,
             top_slice_frame_number=frame_number(sources[most]) if most is not None else None,
             thumbnail_png=_thumbnail(heatmaps[shown]),
-            warnings=_warnings(analysis.volume),
+            warnings=analysis.warnings,
             details={"raw_ml": analysis.raw_ml, "model": algorithm.name, "version": algorithm.version,
                      **({"slab_mm": analysis.volume.slab_mm} if analysis.volume.slab_mm else {})},
         ))

@@ -198,16 +198,22 @@ def test_a_contrast_enhanced_series_is_refused_naming_what_was_measured(registry
     series = with_vessels("enhanced", ((20, 20), (20, 44), (44, 20), (44, 44), (32, 18), (32, 46)))
     generator = AnomalyTriage(registry, {"calibration_ml": 0.05})
     # 3 vessels of 21 pixels of 0.25 mm2 on each side, six 5 mm slices: 0.47 ml a side.
-    with pytest.raises(SeriesRejected, match=r"looks contrast-enhanced: 0\.5 ml \(right\) and "
-                                             r"0\.5 ml \(left\) of intracranial tissue at 130-300 HU "
-                                             r"away from bone, .*; 0\.9 ml on both sides alike, above "
+    with pytest.raises(SeriesRejected, match=r"looks contrast-enhanced: 0\.47 ml \(right\) and "
+                                             r"0\.47 ml \(left\) of intracranial tissue at 130-300 HU "
+                                             r"away from bone, .*; 0\.94 ml on both sides alike, above "
                                              r"anomaly_triage\.max_enhanced_ml \(0\.5 ml\)"):
         generator.run(series, {"model": "clip45"})
     # A site may accept more (up to 2 ml here): the series is then triaged.
     assert generator.run(series, {"model": "clip45", "max_enhanced_ml": 2.0}).triage is not None
     # As much on one side only (a shunt catheter, a calcified mass) is not contrast.
     one_side = with_vessels("one-side", ((16, 20), (24, 20), (32, 16), (40, 20), (48, 20), (32, 24)))
-    assert generator.run(one_side, {"model": "clip45"}).triage is not None
+    alone = generator.run(one_side, {"model": "clip45"}).triage
+    assert alone is not None and not alone.warnings
+    # Less on both sides (one vessel each, 0.32 ml): triaged, with a warning.
+    faint = generator.run(with_vessels("faint", ((32, 18), (32, 46))), {"model": "clip45"}).triage
+    assert faint is not None
+    (warning,) = faint.warnings
+    assert warning.startswith("may be contrast-enhanced: 0.16 ml (right) and 0.16 ml (left)"), warning
     # A dense bleed (here 95 HU) is not contrast.
     bleed = head_series(tmp_path / "bleed", bleed_slices={2, 3})
     for ds in bleed:
