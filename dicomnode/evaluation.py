@@ -281,7 +281,7 @@ def conditions(unseen_vendors: list[str]) -> list[Condition]:
                   head_pitch_deg=20.0),
         Condition("head pitched +20 degrees (not in training)", head_pitch_deg=20.0),
         Condition("head pitched -20 degrees (not in training)", head_pitch_deg=-20.0),
-        # The node refuses these (`refusal`); scored anyway, they show what the check prevents.
+        # The node refuses these (`read_series`); scored anyway, they show what the check prevents.
         Condition("contrast-enhanced, vessels 150 HU, agent not recorded (not in training)",
                   contrast_hu=150.0),
     ]

@@ -18,7 +18,7 @@ import itertools
 import numpy as np
 from scipy import ndimage
 
-from dicomnode.phantoms.anatomy import Tissues, intracranial_fraction
+from dicomnode.phantoms.anatomy import intracranial_fraction
 from dicomnode.phantoms.template import Anatomy
 
 VESSEL_HU_RANGE = (100.0, 600.0)
@@ -40,15 +40,14 @@ _ARTERIES: tuple[tuple[tuple[tuple[float, float, float], ...], float], ...] = (
 _CORTICAL_VESSEL_SHARE = 0.06
 
 
-def add_contrast(hu: np.ndarray, anatomy: Anatomy, tissues: Tissues, vessel_hu: float,
-                 rng: np.random.Generator) -> None:
+def add_contrast(hu: np.ndarray, anatomy: Anatomy, vessel_hu: float, rng: np.random.Generator) -> None:
     """Enhance `hu` (the template-grid head, in place) as after an intravenous iodine bolus."""
     if not VESSEL_HU_RANGE[0] <= vessel_hu <= VESSEL_HU_RANGE[1]:
         low, high = VESSEL_HU_RANGE
         raise ValueError(f"contrast-enhanced vessel blood must be within {low:g}-{high:g} HU, "
                          f"got {vessel_hu:g}")
     icv = intracranial_fraction(anatomy.sd)
-    vessels = np.maximum(_arteries(anatomy), _cortical_vessels(anatomy, tissues, rng))
+    vessels = np.maximum(_arteries(anatomy), _cortical_vessels(anatomy, rng))
     vessels = np.maximum(vessels, _sinuses(anatomy))
     vessels *= icv
     # Enhancing grey matter and, less, white matter (a few HU, from their blood volume).
@@ -86,7 +85,7 @@ def _tube(out: np.ndarray, anatomy: Anatomy, a: np.ndarray, b: np.ndarray, radiu
     np.maximum(out[box], fraction, out=out[box])
 
 
-def _cortical_vessels(anatomy: Anatomy, tissues: Tissues, rng: np.random.Generator) -> np.ndarray:
+def _cortical_vessels(anatomy: Anatomy, rng: np.random.Generator) -> np.ndarray:
     """A random tube network in the sulcal CSF near the brain's surface."""
     csf = np.clip(intracranial_fraction(anatomy.sd) - anatomy.gm - anatomy.wm, 0.0, 1.0)
     sulcal = (csf > 0.3) & (anatomy.sd > -25.0)

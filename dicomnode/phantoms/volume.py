@@ -107,7 +107,8 @@ def make_study(
     noise_cap_hu: float = NOISE_CAP_HU,
     contrast_hu: float | None = None,
 ) -> PhantomStudy:
-    """A synthetic non-contrast head CT; `lesion` is one of LESION_KINDS or None for a healthy head."""
+    """A synthetic head CT (non-contrast unless `contrast_hu`); `lesion` is one of LESION_KINDS or None
+    for a healthy head."""
     return make_pair(
         seed,
         lesion,
@@ -194,7 +195,7 @@ def make_pair(
     pose = _pitched(_random_pose(rng["pose"]), head_pitch_deg)
     healthy = hu_volume(anatomy, tissues)
     if contrast_hu is not None:
-        add_contrast(healthy, anatomy, tissues, contrast_hu, rng["contrast"])
+        add_contrast(healthy, anatomy, contrast_hu, rng["contrast"])
     found: Lesion | None = None
     hu = healthy
     if lesion is not None:
