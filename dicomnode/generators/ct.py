@@ -238,26 +238,113 @@ def brain_mask(hu: np.ndarray, pixel_spacing: tuple[float, float]) -> np.ndarray
     least BONE_MARGIN_MM from bone, and within [-15, 120] HU is brain (haemorrhage and
     infarct included). Slices with almost no bone (< 50 pixels) have no mask.
 
+    Where a slice's ring of bone is open (a burr hole, a craniotomy) it encloses nothing; there
+    the bone's convex hull stands for the inside of the skull, on slices whose hull is at least
+    OPEN_RING_MIN_SHARE of the largest section the skull encloses in the stack (the cranium,
+    not the jaw's arc below the skull base). Without it the brain under a burr hole had no mask
+    and was not scored: a phantom's medium subdural haematoma under a 20 mm burr hole, as
+    patients are scanned for a new bleed after drainage, scored 0 instead of 75.
+
     A few slices are processed at a time with in-plane structuring elements (slices never
     touch each other); the result is the same as the slice-by-slice definition (tests
     compare), and a thin series needs no whole-volume label or filter intermediates.
     """
-    return _by_chunks(lambda part: _brain_mask_slices(part, pixel_spacing), hu, hu.shape[1:], dtype=bool)
-
-
-def _brain_mask_slices(hu: np.ndarray, pixel_spacing: tuple[float, float]) -> np.ndarray:
-    margin = max(1, round(BONE_MARGIN_MM / min(pixel_spacing)))
     mask = np.zeros(hu.shape, dtype=bool)
+    enclosed = np.zeros(hu.shape[0])
+    open_rings: dict[int, np.ndarray] = {}
+    for start in range(0, hu.shape[0], CHUNK_SLICES):
+        part = hu[start:start + CHUNK_SLICES]
+        mask[start:start + len(part)], enclosed[start:start + len(part)], found = _brain_mask_slices(
+            part, pixel_spacing)
+        open_rings.update({start + k: hull for k, hull in found.items()})
+    largest = float(enclosed.max(initial=0.0))
+    for k, hull in open_rings.items():
+        if np.count_nonzero(hull) >= OPEN_RING_MIN_SHARE * largest:
+            closed = _closed_bone(hu[k:k + 1] > BONE_HU)
+            mask[k] = _soft_inside(hu[k:k + 1], closed, hull[None], pixel_spacing)[0]
+    return mask
+
+
+def _brain_mask_slices(hu: np.ndarray, pixel_spacing: tuple[float, float]
+                       ) -> tuple[np.ndarray, np.ndarray, dict[int, np.ndarray]]:
+    """The mask of a few slices as the bone encloses them, each slice's enclosed area (pixels),
+    and the convex hulls (bone excluded) of the slices whose ring of bone is open."""
+    mask = np.zeros(hu.shape, dtype=bool)
+    enclosed = np.zeros(hu.shape[0])
     bone = hu > BONE_HU
     skull = bone.sum(axis=(1, 2)) >= 50
     if not skull.any():
-        return mask
+        return mask, enclosed, {}
     closed = _closed_bone(bone[skull])
+    filled = _fill_holes(closed)
+    enclosed[skull] = (filled & ~closed).sum(axis=(1, 2))
+    mask[skull] = _soft_inside(hu[skull], closed, filled, pixel_spacing)
+    open_rings = {}
+    for index, k in enumerate(np.flatnonzero(skull)):
+        hull = _open_ring_hull(closed[index], int(enclosed[k]), pixel_spacing)
+        if hull is not None:
+            open_rings[int(k)] = hull
+    return mask, enclosed, open_rings
+
+
+def _soft_inside(hu: np.ndarray, closed: np.ndarray, inside: np.ndarray,
+                 pixel_spacing: tuple[float, float]) -> np.ndarray:
+    """Brain-density pixels of `inside` at least BONE_MARGIN_MM from the closed bone."""
+    margin = max(1, round(BONE_MARGIN_MM / min(pixel_spacing)))
     near_bone = ndimage.binary_dilation(closed, structure=_IN_PLANE_CROSS, iterations=margin)
-    inside = _fill_holes(closed) & ~near_bone
-    image = hu[skull]
-    soft = inside & (image > -15) & (image < 120)
-    mask[skull] = ndimage.binary_opening(soft, structure=_IN_PLANE_CROSS, iterations=2)
+    soft = inside & ~near_bone & (hu > -15) & (hu < 120)
+    opened: np.ndarray = ndimage.binary_opening(soft, structure=_IN_PLANE_CROSS, iterations=2)
+    return opened
+
+
+# A slice whose bone encloses less than this share of its convex hull's interior is an open
+# ring (a burr hole, a craniotomy); where bone encloses compartments (the skull base) it
+# encloses more.
+OPEN_RING_SHARE = 0.1
+# Hull interiors smaller than this (the vertex, cut along the skull) are not open rings.
+OPEN_RING_MIN_CM2 = 20.0
+# An open ring's hull stands for the inside of the skull only where it is at least this share
+# of the largest section the skull encloses in the stack: the jaw's arc below the skull base
+# is an open ring too, and what it holds is not brain.
+OPEN_RING_MIN_SHARE = 0.6
+
+
+def _open_ring_hull(closed: np.ndarray, enclosed: int,
+                    pixel_spacing: tuple[float, float]) -> np.ndarray | None:
+    """The convex hull's interior (bone excluded) of a slice whose bone encloses almost none of
+    it, else None."""
+    rows, cols = np.nonzero(closed)
+    if rows.size < 3:
+        return None
+    pixel_cm2 = pixel_spacing[0] * pixel_spacing[1] / 100.0
+    box = (np.ptp(rows) + 1) * (np.ptp(cols) + 1)  # bounds the hull: most slices stop here
+    if enclosed >= OPEN_RING_SHARE * box or box * pixel_cm2 < OPEN_RING_MIN_CM2:
+        return None
+    interior: np.ndarray = _convex_hull_mask(rows, cols, closed.shape) & ~closed
+    count = np.count_nonzero(interior)
+    if enclosed >= OPEN_RING_SHARE * count or count * pixel_cm2 < OPEN_RING_MIN_CM2:
+        return None
+    return interior
+
+
+def _convex_hull_mask(rows: np.ndarray, cols: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """The pixels inside the convex hull of these pixels' centres (edges included)."""
+    from scipy.spatial import ConvexHull, QhullError
+
+    points = np.column_stack([rows, cols]).astype(np.float64)
+    mask = np.zeros(shape, dtype=bool)
+    try:
+        corners = points[ConvexHull(points).vertices]  # counterclockwise
+    except QhullError:  # all on one line
+        mask[rows, cols] = True
+        return mask
+    r0, r1, c0, c1 = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
+    rr, cc = np.mgrid[r0:r1, c0:c1]
+    within = np.ones(rr.shape, dtype=bool)
+    for a, b in zip(corners, np.roll(corners, -1, axis=0), strict=True):
+        # Counterclockwise in (row, column) axes: the inside is where the cross product is >= 0.
+        within &= (b[0] - a[0]) * (cc - a[1]) - (b[1] - a[1]) * (rr - a[0]) >= -1e-9
+    mask[r0:r1, c0:c1] = within
     return mask
 
 

@@ -245,6 +245,23 @@ def test_a_child_is_refused_naming_the_age_and_the_setting(registry: EngineRegis
         TriageSettings.from_params({"min_patient_age_years": -1})
 
 
+def test_blood_under_a_burr_hole_is_found(registry: EngineRegistry, tmp_path: Path) -> None:
+    # A head of adult size (2 mm pixels: 100 mm across the skull) whose ring of bone a 22 mm
+    # gap opens on the bleed's slices: the brain there is masked from the bone's convex hull.
+    series = head_series(tmp_path / "burr", bleed_slices={2, 3})
+    yy, xx = np.mgrid[:64, :64]
+    for ds in series:
+        ds.PixelSpacing = [2.0, 2.0]
+    for ds in series[1:5]:
+        stored = ds.pixel_array.copy()
+        stored[(np.abs(yy - 28) < 6) & (xx > 55) & (stored > 1024 + 300)] = 40 + 1024
+        ds.PixelData = stored.tobytes()
+    generator = AnomalyTriage(registry, {"calibration_ml": 0.05})
+    output = generator.run(series, {"model": "clip45", "noise_floor_hu": 10.0, "slice_threshold_cm2": 0.05})
+    assert output.triage is not None and output.triage.category == "critical"
+    assert output.triage.top_slice_index in (2, 3)
+
+
 def test_a_thin_noisy_series_is_read_as_running_slabs(registry: EngineRegistry, tmp_path: Path) -> None:
     # 0.625 mm slices with 20 HU of noise (thin slices of a soft-tissue kernel): too noisy to
     # read slice by slice, quiet enough averaged into slabs of five slices (3.1 mm).

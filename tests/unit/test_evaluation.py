@@ -176,6 +176,49 @@ def test_contrast_enhanced_series_are_counted_as_refused(shipped: tuple[Any, Any
     assert "2 of these series the node refuses" in render([plain, enhanced], settings, engine, 256)
 
 
+def _with_burr_hole(hu: np.ndarray, slices: np.ndarray, towards: tuple[float, float], width_mm: float,
+                    pixel_mm: float) -> np.ndarray:
+    """The skull opened (bone and its rim become 40 HU soft tissue) in the direction of `towards`
+    (row, column) from the image centre, `width_mm` wide, on these slices."""
+    out = hu.astype(np.float32)
+    centre = (hu.shape[1] - 1) / 2.0, (hu.shape[2] - 1) / 2.0
+    yy, xx = np.mgrid[:hu.shape[1], :hu.shape[2]]
+    angle = np.arctan2(yy - centre[0], xx - centre[1])
+    aim = np.arctan2(towards[0] - centre[0], towards[1] - centre[1])
+    for k in slices:
+        bone = out[k] > 300
+        radius = float(np.hypot(yy - centre[0], xx - centre[1])[bone].mean())
+        half = width_mm / pixel_mm / 2.0 / radius
+        sector = (np.abs(np.angle(np.exp(1j * (angle - aim)))) < half) & (out[k] > 150)
+        out[k][sector] = 40.0
+    return out
+
+
+def test_a_subdural_under_a_burr_hole_is_still_found(shipped: tuple[Any, Any]) -> None:
+    """Patients are scanned for a new bleed after a subdural is drained through burr holes;
+    where the skull is open, its bone's convex hull stands for it (it scored 0 without)."""
+    from dataclasses import replace
+
+    from dicomnode.generators.anomaly_triage import analyse_volume, read_series
+    from dicomnode.phantoms import make_study
+
+    engine, settings = shipped
+    for seed, lesion in ((4, "sdh"), (5, None)):
+        study = make_study(seed, lesion, slice_thickness_mm=5.0, matrix=256, lesion_size="medium")
+        volume = _through_dicom(study)
+        if lesion:
+            slices = np.flatnonzero(study.lesion_mask.any(axis=(1, 2)))
+            towards = tuple(np.argwhere(study.lesion_mask[slices[len(slices) // 2]]).mean(axis=0))
+        else:
+            slices, towards = np.arange(10, 20), (128.0, 40.0)
+        opened = replace(volume, hu=_with_burr_hole(volume.hu, slices, towards, 20.0, study.spacing[1]))
+        score = analyse_volume(read_series(opened, settings).volume, engine, settings).score
+        if lesion:
+            assert score >= settings.urgent
+        else:
+            assert score < settings.urgent
+
+
 def test_writing_into_the_card_keeps_the_commentary_around_the_tables(tmp_path: Path) -> None:
     from dicomnode.evaluation import write_into_card
 

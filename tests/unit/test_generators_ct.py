@@ -11,6 +11,7 @@ import pytest
 from pydicom import Dataset
 from pydicom.pixels import get_decoder
 from pydicom.uid import JPEG2000Lossless
+from scipy import ndimage
 
 from dicomnode.generators.ct import (
     CtVolume,
@@ -186,17 +187,29 @@ def test_resample_keeps_shape_contract() -> None:
 
 def _brain_mask_slice_by_slice(hu: np.ndarray, pixel_spacing: tuple[float, float]) -> np.ndarray:
     """The mask's definition, one slice at a time with scipy's own morphology."""
-    from scipy import ndimage
+
+    from scipy.spatial import Delaunay
 
     margin = max(1, round(0.9 / min(pixel_spacing)))
     mask = np.zeros(hu.shape, dtype=bool)
-    for i, image in enumerate(hu):
-        bone = image > 300.0
-        if bone.sum() < 50:
-            continue
-        closed = ndimage.binary_closing(bone, structure=np.ones((5, 5)), iterations=2)
-        inside = ndimage.binary_fill_holes(closed) & ~ndimage.binary_dilation(closed, iterations=margin)
-        mask[i] = ndimage.binary_opening(inside & (image > -15) & (image < 120), iterations=2)
+    closed_slices = {i: ndimage.binary_closing(image > 300.0, structure=np.ones((5, 5)), iterations=2)
+                     for i, image in enumerate(hu) if (image > 300.0).sum() >= 50}
+    filled = {i: ndimage.binary_fill_holes(closed) for i, closed in closed_slices.items()}
+    enclosed = {i: int((filled[i] & ~closed).sum()) for i, closed in closed_slices.items()}
+    largest = max(enclosed.values(), default=0)
+    cm2 = pixel_spacing[0] * pixel_spacing[1] / 100.0
+    grid = np.argwhere(np.ones(hu.shape[1:], dtype=bool))
+    for i, closed in closed_slices.items():
+        inside = filled[i]
+        points = np.argwhere(closed)
+        if len(points) >= 3 and np.ptp(points[:, 0]) > 0 and np.ptp(points[:, 1]) > 0:
+            # The convex hull, here from a Delaunay triangulation, where the ring is open.
+            hull = (Delaunay(points).find_simplex(grid, tol=1e-9) >= 0).reshape(closed.shape)
+            interior = int((hull & ~closed).sum())
+            if enclosed[i] < 0.1 * interior and interior * cm2 >= 20.0 and interior >= 0.6 * largest:
+                inside = hull
+        inside = inside & ~ndimage.binary_dilation(closed, iterations=margin)
+        mask[i] = ndimage.binary_opening(inside & (hu[i] > -15) & (hu[i] < 120), iterations=2)
     return mask
 
 
@@ -218,7 +231,6 @@ def test_brain_mask_equals_its_slice_by_slice_definition() -> None:
 @pytest.mark.parametrize("source, target", [((64, 48), (32, 24)), ((32, 24), (64, 48)), ((5, 3), (10, 6)),
                                             ((64, 48), (40, 30))])
 def test_resample_gives_the_values_of_a_linear_zoom(source: tuple[int, int], target: tuple[int, int]) -> None:
-    from scipy import ndimage
 
     # 37 slices: more than two chunks of the fast paths, the last one partial
     stack = np.random.default_rng(0).normal(30.0, 300.0, size=(37, *source)).astype(np.float32)
@@ -452,3 +464,53 @@ def test_enhancement_is_split_between_the_patients_right_and_left() -> None:
     both = enhanced(_volume(_vessels(heads, 200.0), 5.0))
     assert both.right_ml == pytest.approx(both.left_ml) and both.bilateral_ml == pytest.approx(
         both.right_ml + both.left_ml)
+
+
+def _ring(gap_px: int = 0) -> np.ndarray:
+    """A skull ring (0.5 mm pixels) around 35 HU brain, with a gap of `gap_px` pixels cut
+    through it on the right of the image (a burr hole, a craniotomy)."""
+    yy, xx = np.mgrid[:160, :160]
+    radius = np.hypot(yy - 80, xx - 80)
+    image = np.full((160, 160), -1000.0, dtype=np.float32)
+    image[radius < 70] = 1000.0
+    image[radius < 62] = 35.0
+    if gap_px:
+        image[(np.abs(yy - 80) < gap_px / 2) & (xx > 130)] = np.where(radius < 62, 35.0, 40.0)[
+            (np.abs(yy - 80) < gap_px / 2) & (xx > 130)]
+    return image[None]
+
+
+@pytest.mark.parametrize("gap_mm", [15.0, 40.0])
+def test_the_brain_under_an_open_skull_is_still_masked(gap_mm: float) -> None:
+    intact = brain_mask(_ring(), (0.5, 0.5))
+    opened = brain_mask(_ring(round(gap_mm / 0.5)), (0.5, 0.5))
+    # The brain is masked up to the chord across the gap (a wide defect leaves out the little
+    # beyond it); the gap's scalp-like tissue inside the chord joins the mask.
+    assert intact.sum() > 10_000
+    assert (opened & intact).sum() > 0.99 * intact.sum()
+    assert opened.sum() < 1.05 * intact.sum()
+
+
+def test_an_open_ring_is_filled_only_where_bone_encloses_almost_nothing() -> None:
+    yy, xx = np.mgrid[:160, :160]
+    cranium = _ring()[0]
+    # Two compartments that bone encloses beside open bone (the skull base): as enclosed.
+    base = np.full((160, 160), 35.0, dtype=np.float32)
+    for cx in (45, 115):
+        r = np.hypot(yy - 80, xx - cx)
+        base[(r < 30) & (r > 25)] = 1000.0
+    base[20:24, 10:150] = 1000.0
+    # The jaw's arc under the skull base: open, but small beside the cranium.
+    jaw = np.full((160, 160), 35.0, dtype=np.float32)
+    arc = np.hypot(yy - 60, xx - 80)
+    jaw[(arc < 45) & (arc > 40) & (yy > 60)] = 1000.0
+    # The vertex, cut along the skull: a cap too small to tell (under 20 cm2).
+    cap = np.full((160, 160), 35.0, dtype=np.float32)
+    cap[(np.hypot(yy - 80, xx - 80) < 20) & ((np.hypot(yy - 80, xx - 80) >= 15) | (xx < 80))] = 1000.0
+    stack = np.stack([cranium, base, jaw, cap])
+    found = brain_mask(stack, (1.0, 1.0))  # a 160 mm field of view
+    assert found[0].sum() > 10_000  # 120 cm2
+    assert not found[2].any()  # the jaw's hull would hold 32 cm2 of "brain"
+    np.testing.assert_array_equal(found, _brain_mask_slice_by_slice(stack, (1.0, 1.0)))
+    # Alone, with no cranium above it, the jaw's arc is the largest section: filled.
+    assert brain_mask(jaw[None], (1.0, 1.0)).any()
