@@ -219,6 +219,23 @@ def test_a_subdural_under_a_burr_hole_is_still_found(shipped: tuple[Any, Any]) -
             assert score < settings.urgent
 
 
+def test_a_head_cut_by_a_narrow_field_of_view_is_scored_whole(shipped: tuple[Any, Any]) -> None:
+    """A 170 mm field of view cuts the skull's ring at the image's edge: it was masked (and
+    scored) on a third of the brain, and a haemorrhage there scored 0."""
+    from dicomnode.generators.anomaly_triage import analyse_volume, read_series
+    from dicomnode.phantoms import make_study
+
+    engine, settings = shipped
+    for seed, lesion in ((9, "ich"), (5, None)):
+        study = make_study(seed, lesion, slice_thickness_mm=5.0, matrix=256, field_of_view_mm=170.0,
+                           lesion_size="medium")
+        score = analyse_volume(read_series(_through_dicom(study), settings).volume, engine, settings).score
+        if lesion:
+            assert score >= settings.critical
+        else:
+            assert score < settings.urgent
+
+
 def test_writing_into_the_card_keeps_the_commentary_around_the_tables(tmp_path: Path) -> None:
     from dicomnode.evaluation import write_into_card
 
