@@ -60,7 +60,7 @@ from dicomnode.generators.ct import (
     SeriesRejected,
     bone_beside,
     bone_beside_reach,
-    brain_mask,
+    brain_mask_and_open_rings,
     enhanced,
     from_model_grid,
     head_window,
@@ -211,7 +211,8 @@ def analyse(datasets: Sequence[Dataset], engine: Engine, settings: TriageSetting
     reading = read_series(load_ct_volume(datasets), settings)
     if reading.refused is not None:
         raise SeriesRejected(reading.refused)
-    return replace(analyse_volume(reading.volume, engine, settings), warnings=reading.warnings)
+    analysis = analyse_volume(reading.volume, engine, settings)
+    return replace(analysis, warnings=reading.warnings + analysis.warnings)
 
 
 def age_refusal(ds: Dataset, settings: TriageSettings) -> str | None:
@@ -352,7 +353,7 @@ def score_volume(volume: CtVolume, pseudo: np.ndarray, window: tuple[float, floa
     beside each one), so a thin series needs its two full-size maps and little more.
     """
     hu = volume.hu
-    mask = brain_mask(hu, volume.pixel_spacing)
+    mask, open_rings = brain_mask_and_open_rings(hu, volume.pixel_spacing)
     # Everything outside the brain is zero: work inside its bounding box (plus the reach of
     # the wider Gaussian, so the result is exact), about half the pixels of the field of view.
     widest = max(settings.smoothing_mm, settings.hypodense_smoothing_mm)
@@ -384,7 +385,21 @@ def score_volume(volume: CtVolume, pseudo: np.ndarray, window: tuple[float, floa
     raw_ml = float((weight_per_slice * volume.slice_voxel_ml()).sum())
     score = settings.score(raw_ml)
     return TriageAnalysis(volume, pseudo, evidence, anomaly, slice_scores, raw_ml, score,
-                          settings.category(score))
+                          settings.category(score), _open_skull_warning(volume, open_rings))
+
+
+def _open_skull_warning(volume: CtVolume, slices: Sequence[int]) -> tuple[str, ...]:
+    """What the reader should know where the skull's ring was open (`ct.brain_mask`)."""
+    if not slices:
+        return ()
+    if volume.positions:
+        where = (f"between {volume.positions[slices[0]]:.1f} and {volume.positions[slices[-1]]:.1f} mm "
+                 "along the series")
+    else:
+        where = f"slices {slices[0] + 1} to {slices[-1] + 1}"
+    return (f"the skull is open on {len(slices)} slice(s) {where} (a burr hole, a craniotomy, or a field "
+            "of view that cuts the head?): the brain there was masked up to the bone's outline, and "
+            "the edge of the opening may add evidence",)
 
 
 _TRUNCATE = 4.0  # Gaussian kernels reach this many sigmas

@@ -249,6 +249,12 @@ def brain_mask(hu: np.ndarray, pixel_spacing: tuple[float, float]) -> np.ndarray
     touch each other); the result is the same as the slice-by-slice definition (tests
     compare), and a thin series needs no whole-volume label or filter intermediates.
     """
+    return brain_mask_and_open_rings(hu, pixel_spacing)[0]
+
+
+def brain_mask_and_open_rings(hu: np.ndarray, pixel_spacing: tuple[float, float]
+                              ) -> tuple[np.ndarray, list[int]]:
+    """`brain_mask`, and the slices whose open ring of bone its convex hull stood in for."""
     mask = np.zeros(hu.shape, dtype=bool)
     enclosed = np.zeros(hu.shape[0])
     open_rings: dict[int, np.ndarray] = {}
@@ -258,11 +264,13 @@ def brain_mask(hu: np.ndarray, pixel_spacing: tuple[float, float]) -> np.ndarray
             part, pixel_spacing)
         open_rings.update({start + k: hull for k, hull in found.items()})
     largest = float(enclosed.max(initial=0.0))
-    for k, hull in open_rings.items():
+    hulled = []
+    for k, hull in sorted(open_rings.items()):
         if np.count_nonzero(hull) >= OPEN_RING_MIN_SHARE * largest:
             closed = _closed_bone(hu[k:k + 1] > BONE_HU)
             mask[k] = _soft_inside(hu[k:k + 1], closed, hull[None], pixel_spacing)[0]
-    return mask
+            hulled.append(k)
+    return mask, hulled
 
 
 def _brain_mask_slices(hu: np.ndarray, pixel_spacing: tuple[float, float]

@@ -260,6 +260,12 @@ def test_blood_under_a_burr_hole_is_found(registry: EngineRegistry, tmp_path: Pa
     output = generator.run(series, {"model": "clip45", "noise_floor_hu": 10.0, "slice_threshold_cm2": 0.05})
     assert output.triage is not None and output.triage.category == "critical"
     assert output.triage.top_slice_index in (2, 3)
+    # The reader is told where the skull was open (slices 2-5 of 6, 5 mm apart).
+    (warning,) = output.triage.warnings
+    assert warning.startswith("the skull is open on 4 slice(s) between 5.0 and 20.0 mm along the "
+                              "series"), warning
+    intact = generator.run(head_series(tmp_path / "intact", bleed_slices={2, 3}), {"model": "clip45"})
+    assert intact.triage is not None and not intact.triage.warnings
 
 
 def test_a_thin_noisy_series_is_read_as_running_slabs(registry: EngineRegistry, tmp_path: Path) -> None:
