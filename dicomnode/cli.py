@@ -115,6 +115,9 @@ def _parser() -> argparse.ArgumentParser:
                          help="enhance the head as after an iodine bolus, vessel blood at HU (150-200 a "
                               "venous phase, 250-450 an angiogram); the headers do not name the agent, as "
                               "some scanners leave it out: the node must recognise it from the pixels")
+    phantom.add_argument("--metal", action="store_true",
+                         help="put a platinum coil into an aneurysm, with the streaks it casts across "
+                              "its slices")
     phantom.set_defaults(func=_phantom)
 
     train = sub.add_parser("train", help="train a reference model and export it to the zoo (extra [train])")
@@ -258,7 +261,7 @@ def _phantom(args: argparse.Namespace) -> int:
                        vendor=args.vendor, size=args.size, position=args.position,
                        field_of_view=args.field_of_view, gantry_tilt=args.gantry_tilt,
                        head_pitch=args.head_pitch, enhanced=args.enhanced, full_noise=args.full_noise,
-                       contrast=args.contrast)
+                       contrast=args.contrast, metal=args.metal)
 
 
 def _train(args: argparse.Namespace) -> int:

@@ -87,6 +87,7 @@ class Condition:
     head_pitch_deg: float = 0.0  # added to the drawn pose (training drew ±12°)
     noise_cap_hu: float = NOISE_CAP_HU  # the most noise thin slices gain (`make_pair`)
     contrast_hu: float | None = None  # contrast-enhanced, vessel blood at this density
+    metal: bool = False  # an aneurysm coil and its streaks
 
     def __post_init__(self) -> None:
         if not self.patient_position.startswith("HF"):
@@ -162,7 +163,8 @@ def evaluate(engine: Engine, settings: TriageSettings, condition: Condition, cou
              "matrix": matrix, "lesion_size": size, "vendor": condition.vendor,
              "field_of_view_mm": condition.field_of_view_mm, "gantry_tilt_deg": condition.gantry_tilt_deg,
              "head_pitch_deg": condition.head_pitch_deg, "healthy_twin": lesion is not None,
-             "noise_cap_hu": condition.noise_cap_hu, "contrast_hu": condition.contrast_hu}
+             "noise_cap_hu": condition.noise_cap_hu, "contrast_hu": condition.contrast_hu,
+             "metal": condition.metal}
             for seed, lesion, size in plan]
     rendered = tqdm(zip(plan, _phantoms(jobs, render_workers), strict=True), total=len(plan),
                     desc=condition.name, disable=not progress, leave=False)
@@ -281,6 +283,7 @@ def conditions(unseen_vendors: list[str]) -> list[Condition]:
                   head_pitch_deg=20.0),
         Condition("head pitched +20 degrees (not in training)", head_pitch_deg=20.0),
         Condition("head pitched -20 degrees (not in training)", head_pitch_deg=-20.0),
+        Condition("an aneurysm coil and its streaks (not in training)", metal=True),
         # The node refuses these (`read_series`); scored anyway, they show what the check prevents.
         Condition("contrast-enhanced, vessels 150 HU, agent not recorded (not in training)",
                   contrast_hu=150.0),

@@ -65,6 +65,7 @@ from dicomnode.generators.ct import (
     from_model_grid,
     head_window,
     image_noise_hu,
+    intracranial_metal,
     load_ct_volume,
     quieter_slabs,
     to_model_grid,
@@ -243,6 +244,7 @@ def read_series(volume: CtVolume, settings: TriageSettings) -> SeriesReading:
     bleeding head otherwise scores routine (its brain mask is empty), a noisy healthy head
     scores urgent, and so does every contrast-enhanced head (its vessels read as blood).
     """
+    metal_ml = intracranial_metal(volume)  # before slabs average it away
     volume, noise_hu = quietened(volume, settings)
     if noise_hu is None:
         return SeriesReading(volume, "no brain tissue (-15 to 120 HU inside the skull) in the middle of the "
@@ -254,7 +256,7 @@ def read_series(volume: CtVolume, settings: TriageSettings) -> SeriesReading:
                                      f"anomaly_triage.max_noise_hu ({settings.max_noise_hu:g} HU; training "
                                      "phantoms reach 10): a sharp (bone) reconstruction kernel? Triage the "
                                      "soft-tissue (brain) kernel series")
-    found = enhanced(volume)
+    found = enhanced(volume, near_metal(metal_ml, volume.slab_half))
     log.info("intracranial tissue at %g-%g HU away from bone: %.2f ml right, %.2f ml left",
              ENHANCED_HU, BONE_HU, found.right_ml, found.left_ml)
     measured = (f"{found.right_ml:.2f} ml (right) and {found.left_ml:.2f} ml (left) of intracranial "
@@ -265,7 +267,7 @@ def read_series(volume: CtVolume, settings: TriageSettings) -> SeriesReading:
                                      f"anomaly_triage.max_enhanced_ml ({settings.max_enhanced_ml:g} ml). The "
                                      "model reads non-contrast head CT, where enhancing vessels would score "
                                      "as blood; triage the non-contrast series")
-    warnings = _warnings(volume)
+    warnings = _warnings(volume) + _metal_warning(volume, metal_ml)
     if found.bilateral_ml > settings.warn_enhanced_ml:
         warnings += (f"may be contrast-enhanced: {measured} (refused above "
                      f"{settings.max_enhanced_ml:g} ml); if it is, enhancing vessels scored as blood",)
@@ -388,18 +390,42 @@ def score_volume(volume: CtVolume, pseudo: np.ndarray, window: tuple[float, floa
                           settings.category(score), _open_skull_warning(volume, open_rings))
 
 
+def near_metal(metal_ml: np.ndarray, slab_half: int = 0) -> np.ndarray:
+    """Slices holding metal (`ct.intracranial_metal`), the next ones (a coil's edge reads below
+    METAL_HU and still casts streaks) and those whose running slab reaches them."""
+    reach = 1 + slab_half
+    holding = np.flatnonzero(metal_ml > 0)
+    near = np.zeros(metal_ml.shape, dtype=bool)
+    for k in holding:
+        near[max(k - reach, 0):k + reach + 1] = True
+    return near
+
+
+def _metal_warning(volume: CtVolume, metal_ml: np.ndarray) -> tuple[str, ...]:
+    """What the reader should know where metal lies inside the skull (`ct.intracranial_metal`)."""
+    slices = np.flatnonzero(metal_ml > 0)
+    if not slices.size:
+        return ()
+    return (f"metal inside the skull ({metal_ml.sum() * 1000:.0f} mm3: an aneurysm coil or clip, an "
+            f"electrode?) on {slices.size} slice(s) {_where(volume, slices)}: its streaks may add "
+            "evidence across those slices, or hide blood in them",)
+
+
+def _where(volume: CtVolume, slices: Sequence[int] | np.ndarray) -> str:
+    """Where these slices (in order) lie in the series, for the worklist."""
+    if volume.positions:
+        return (f"between {volume.positions[slices[0]]:.1f} and {volume.positions[slices[-1]]:.1f} mm "
+                "along the series")
+    return f"slices {slices[0] + 1} to {slices[-1] + 1}"
+
+
 def _open_skull_warning(volume: CtVolume, slices: Sequence[int]) -> tuple[str, ...]:
     """What the reader should know where the skull's ring was open (`ct.brain_mask`)."""
     if not slices:
         return ()
-    if volume.positions:
-        where = (f"between {volume.positions[slices[0]]:.1f} and {volume.positions[slices[-1]]:.1f} mm "
-                 "along the series")
-    else:
-        where = f"slices {slices[0] + 1} to {slices[-1] + 1}"
-    return (f"the skull is open on {len(slices)} slice(s) {where} (a burr hole, a craniotomy, or a field "
-            "of view that cuts the head?): the brain there was masked up to the bone's outline, and "
-            "the edge of the opening may add evidence",)
+    return (f"the skull is open on {len(slices)} slice(s) {_where(volume, slices)} (a burr hole, a "
+            "craniotomy, or a field of view that cuts the head?): the brain there was masked up to the "
+            "bone's outline, and the edge of the opening may add evidence",)
 
 
 _TRUNCATE = 4.0  # Gaussian kernels reach this many sigmas

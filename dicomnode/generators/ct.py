@@ -389,7 +389,7 @@ class Enhancement:
         return 2.0 * min(self.right_ml, self.left_ml)
 
 
-def enhanced(volume: CtVolume) -> Enhancement:
+def enhanced(volume: CtVolume, left_out: np.ndarray | None = None) -> Enhancement:
     """Intracranial tissue at ENHANCED_HU to BONE_HU, away from bone, on either side of the
     head: the enhancing vessels of a contrast-enhanced scan.
 
@@ -399,7 +399,8 @@ def enhanced(volume: CtVolume) -> Enhancement:
     (`bone_beside`: where a thick slice cuts the skull obliquely). Each slice is split at the
     middle of the inside of its skull, in the supine view (`CtVolume.turn`). A non-contrast
     head has almost none (a faint calcification); the vessels of a contrast-enhanced one add
-    up to millilitres on both sides.
+    up to millilitres on both sides. Slices set in `left_out` (those near metal, whose blooming
+    and streaks reach these densities) are not counted.
     """
     hu = volume.hu
     margin = max(1, round(ENHANCED_AWAY_FROM_BONE_MM / min(volume.pixel_spacing)))
@@ -417,6 +418,8 @@ def enhanced(volume: CtVolume) -> Enhancement:
         return Enhancement(0.0, 0.0)
     candidates &= ~bone_beside(hu, volume.slice_spacing, volume.slab_mm)
     counted = area >= 0.5 * area.max()
+    if left_out is not None:
+        counted &= ~left_out
     # Columns of the supine view run from the patient's right to left.
     turned_inside, turned_candidates = volume.turn.apply(inside), volume.turn.apply(candidates)
     columns = np.arange(turned_inside.shape[-1])
@@ -427,6 +430,33 @@ def enhanced(volume: CtVolume) -> Enhancement:
     left = (per_column * ~right_side).sum(axis=1)
     voxel_ml = volume.slice_voxel_ml()
     return Enhancement(float((right * voxel_ml)[counted].sum()), float((left * voxel_ml)[counted].sum()))
+
+
+# Metal (platinum coils, clips, electrodes) saturates the stored scale at 3071 HU; bone on a
+# soft-tissue kernel stays below 2,500.
+METAL_HU = 3000.0
+# Metal at least this deep inside the skull's outline is inside the skull: the skull is at most
+# about 10 mm thick above its base, and plates and screws on it stay nearer the surface.
+METAL_DEPTH_MM = 12.0
+
+
+def intracranial_metal(volume: CtVolume) -> np.ndarray:
+    """Metal inside the skull on each slice (ml): an aneurysm coil or clip, an electrode.
+
+    Metal is what reads METAL_HU or more at least METAL_DEPTH_MM inside the outline of the
+    skull (its bone closed and filled); the teeth's fillings and a plate on the skull lie
+    outside or nearer the surface. Its streaks cross the slice, where the model sees
+    structure no training head had.
+    """
+    hu = volume.hu
+    found = np.zeros(hu.shape[0])
+    metal_slices = np.flatnonzero((hu >= METAL_HU).any(axis=(1, 2)))
+    for k in metal_slices:
+        outline = _fill_holes(_closed_bone(hu[k:k + 1] > BONE_HU))[0]
+        depth = ndimage.distance_transform_edt(outline, sampling=volume.pixel_spacing)
+        found[k] = np.count_nonzero((hu[k] >= METAL_HU) & (depth >= METAL_DEPTH_MM))
+    found *= volume.slice_voxel_ml()
+    return found
 
 
 NOISE_SAMPLE_SLICES = 12  # slices of the series' middle half that the noise estimate reads

@@ -29,6 +29,7 @@ def cmd_phantom(
     enhanced: bool = False,
     full_noise: bool = False,
     contrast: float | None = None,
+    metal: bool = False,
 ) -> int:
     """Generate one phantom study and write it as DICOM; returns the exit status."""
     if lesion is not None and lesion not in LESION_KINDS:
@@ -40,7 +41,7 @@ def cmd_phantom(
             seed, lesion, slice_thickness_mm=slice_thickness, matrix=matrix, lesion_size=size, vendor=vendor,
             field_of_view_mm=field_of_view, gantry_tilt_deg=gantry_tilt,
             head_pitch_deg=head_pitch, noise_cap_hu=FULL_NOISE_CAP_HU if full_noise else NOISE_CAP_HU,
-            contrast_hu=contrast,
+            contrast_hu=contrast, metal=metal,
         )
     except (ValueError, KeyError) as exc:
         print(f"error: {exc}")
@@ -61,6 +62,7 @@ def cmd_phantom(
         + (f", head pitched {head_pitch:+g} degrees" if head_pitch else "")
         + (", full thin-slice noise" if full_noise else "")
         + ("" if contrast is None else f", contrast-enhanced (vessels {contrast:g} HU, agent not recorded)")
+        + (f", a {2 * study.details['metal_radius_mm']:.0f} mm coil with its streaks" if metal else "")
         + " "
         f"({time.monotonic() - start:.1f} s)"
     )

@@ -20,6 +20,7 @@ from scipy import ndimage
 from dicomnode.phantoms.anatomy import hu_volume, random_tissues
 from dicomnode.phantoms.contrast import add_contrast
 from dicomnode.phantoms.lesions import LESION_KINDS, SIZE_CLASSES, Lesion, add_lesion
+from dicomnode.phantoms.metal import add_metal, coil, streaks
 from dicomnode.phantoms.template import Anatomy, load_anatomy
 from dicomnode.phantoms.vendors import PROFILE_MATRIX, VENDORS, ScannerTexture, VendorProfile, vendor_profile
 
@@ -33,7 +34,7 @@ FULL_NOISE_CAP_HU = 30.0  # above any profile's thinnest slices (20 HU at 0.625 
 _COVERAGE_OFFSET_MM = 10.0
 MAX_TURN_DEG = 30.0  # gantry tilt, and the head's pitch added to the drawn pose
 # Appending a stream leaves the others as they were (SeedSequence children are keyed by index).
-_STREAMS = ("tissues", "pose", "lesion", "noise", "scanner", "contrast")
+_STREAMS = ("tissues", "pose", "lesion", "noise", "scanner", "contrast", "metal")
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,7 @@ def make_study(
     head_pitch_deg: float = 0.0,
     noise_cap_hu: float = NOISE_CAP_HU,
     contrast_hu: float | None = None,
+    metal: bool = False,
 ) -> PhantomStudy:
     """A synthetic head CT (non-contrast unless `contrast_hu`); `lesion` is one of LESION_KINDS or None
     for a healthy head."""
@@ -123,6 +125,7 @@ def make_study(
         healthy_twin=False,
         noise_cap_hu=noise_cap_hu,
         contrast_hu=contrast_hu,
+        metal=metal,
     )[0]
 
 
@@ -144,6 +147,7 @@ def make_pair(
     healthy_slices: int = 1,
     noise_cap_hu: float = NOISE_CAP_HU,
     contrast_hu: float | None = None,
+    metal: bool = False,
 ) -> tuple[PhantomStudy, np.ndarray | None]:
     """The study and, with `healthy_twin`, the same study's HU without its lesion (same noise).
 
@@ -164,6 +168,8 @@ def make_pair(
     soft-tissue series read.
     `contrast_hu` enhances the head as after an iodine bolus, vessel blood at that density
     (`phantoms.contrast`); the twin is enhanced alike. Training never saw contrast.
+    `metal` puts a coil into an aneurysm and casts its streaks over the slices that hold it
+    (`phantoms.metal`); the twin has both. Training never saw metal.
     """
     if lesion is not None and lesion not in LESION_KINDS:
         raise ValueError(f"unknown lesion kind {lesion!r}; expected one of {', '.join(LESION_KINDS)}")
@@ -196,6 +202,9 @@ def make_pair(
     healthy = hu_volume(anatomy, tissues)
     if contrast_hu is not None:
         add_contrast(healthy, anatomy, contrast_hu, rng["contrast"])
+    metal_drawn = coil(anatomy, rng["metal"]) if metal else None
+    if metal_drawn is not None:
+        add_metal(healthy, metal_drawn[0], metal_drawn[1])
     found: Lesion | None = None
     hu = healthy
     if lesion is not None:
@@ -215,6 +224,9 @@ def make_pair(
         grid = _Grid(anatomy, pose, matrix, fov, thickness, n_slices, index, tilt)
         mask = mask[index]
     noise = _noise(rng["noise"], (n_slices, matrix, matrix), profile, thickness, noise_cap_hu)[grid.index]
+    if metal_drawn is not None:
+        metal_map = grid.upsample(grid.sample_box_mean(metal_drawn[0], metal_drawn[1]))
+        noise = noise + streaks(metal_map, fov / matrix, rng["metal"])
     # The twin is sampled at the same coordinates: computed once for both.
     slabs = grid.sample_slabs(hu, healthy) if healthy_twin else grid.sample_slabs(hu)
     image = _finish(slabs[0], profile, grid) + noise
@@ -236,7 +248,8 @@ def make_pair(
         gantry_tilt_deg=float(gantry_tilt_deg),
         head_pitch_deg=float(head_pitch_deg),
         details={"tissues": tissues, **(found.details if found else {}), "fov_mm": fov,
-                 "contrast_hu": contrast_hu, "slices": grid.index},
+                 "contrast_hu": contrast_hu, "slices": grid.index,
+                 **(metal_drawn[2] if metal_drawn is not None else {})},
     )
     logger.debug("phantom seed=%d lesion=%s volume=%.2f ml", seed, lesion, study.lesion_volume_ml)
     return study, twin

@@ -224,6 +224,53 @@ def test_a_contrast_enhanced_series_is_refused_naming_what_was_measured(registry
     assert dense.triage is not None and dense.triage.category == "critical"
 
 
+def _coiled(series: list[Dataset], slices: set[int], vessels: bool = False) -> list[Dataset]:
+    """A platinum coil in the middle of the head on `slices`, its blooming and bright streaks
+    (200 HU) around it on both sides; with `vessels`, enhancing vessels on every slice."""
+    yy, xx = np.mgrid[:64, :64]
+    near = np.hypot(yy - 32, xx - 32)
+    for i, ds in enumerate(series):
+        stored = ds.pixel_array.copy()
+        if vessels:
+            for cy, cx in ((20, 20), (20, 44), (44, 20), (44, 44)):
+                stored[np.hypot(yy - cy, xx - cx) < 2.5] = 200 + 1024
+        if i in slices:
+            stored[(near >= 6) & (near < 11)] = 200 + 1024
+            stored[near < 2] = 3071 + 1024
+        ds.PixelData = stored.tobytes()
+    return series
+
+
+def test_metal_inside_the_skull_is_named_and_its_streaks_are_not_taken_for_contrast(
+        registry: EngineRegistry, tmp_path: Path) -> None:
+    generator = AnomalyTriage(registry, {"calibration_ml": 0.05})
+    series = _coiled(head_series(tmp_path / "coiled", bleed_slices=set()), {2, 3})
+    # Read as it stands, the blooming around the coil is 0.67 ml of tissue at 130-300 HU on
+    # both sides: a patient whose aneurysm was coiled would be refused as contrast-enhanced.
+    volume = load_ct_volume(series)
+    assert ct.enhanced(volume).bilateral_ml > 0.5
+    triage = generator.run(series, {"model": "clip45"}).triage
+    assert triage is not None
+    (warning,) = triage.warnings
+    assert warning.startswith("metal inside the skull (")
+    assert "on 2 slice(s) between 10.0 and 15.0 mm" in warning
+    # A head without metal, and a plate on the skull, have no such warning.
+    plain = generator.run(head_series(tmp_path / "plain", bleed_slices=set()), {"model": "clip45"}).triage
+    assert plain is not None and not plain.warnings
+    plated = head_series(tmp_path / "plated", bleed_slices=set())
+    yy, xx = np.mgrid[:64, :64]
+    for ds in plated:
+        stored = ds.pixel_array.copy()
+        stored[(np.hypot(yy - 32, xx - 32) >= 26) & (xx > 52)] = 3071 + 1024
+        ds.PixelData = stored.tobytes()
+    on_skull = generator.run(plated, {"model": "clip45"}).triage
+    assert on_skull is not None and not on_skull.warnings
+    # The slices beside the coil are left out of the contrast check, the others still count.
+    enhanced = _coiled(head_series(tmp_path / "enhanced", bleed_slices=set(), count=12), {5, 6}, vessels=True)
+    with pytest.raises(SeriesRejected, match="looks contrast-enhanced"):
+        generator.run(enhanced, {"model": "clip45"})
+
+
 def test_a_child_is_refused_naming_the_age_and_the_setting(registry: EngineRegistry, tmp_path: Path) -> None:
     series = head_series(tmp_path / "child", bleed_slices={2, 3})
     for ds in series:

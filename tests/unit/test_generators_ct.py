@@ -23,6 +23,7 @@ from dicomnode.generators.ct import (
     enhanced,
     head_window,
     image_noise_hu,
+    intracranial_metal,
     load_ct_volume,
     quieter_slabs,
     resample_slices,
@@ -464,6 +465,27 @@ def test_enhancement_is_split_between_the_patients_right_and_left() -> None:
     both = enhanced(_volume(_vessels(heads, 200.0), 5.0))
     assert both.right_ml == pytest.approx(both.left_ml) and both.bilateral_ml == pytest.approx(
         both.right_ml + both.left_ml)
+
+
+def test_metal_is_found_inside_the_skull_not_on_it_or_beside_it() -> None:
+    heads = _noiseless_heads(10)
+    yy, xx = np.mgrid[:160, :160]
+    radius = np.hypot(yy - 80, xx - 80)
+    coil = np.hypot(yy - 90, xx - 70) < 3
+    coiled = heads.copy()
+    coiled[4:6, coil] = 3071.0
+    found = intracranial_metal(_volume(coiled, 5.0))
+    assert np.flatnonzero(found).tolist() == [4, 5]
+    assert found.sum() == pytest.approx(2 * coil.sum() * 0.25 * 5.0 / 1000.0)
+    # A plate on the skull, a filling or an earring beside it, bone however dense: no metal inside.
+    plate = heads.copy()
+    plate[:, (radius >= 64) & (radius < 70) & (xx > 120)] = 3071.0
+    beside = heads.copy()
+    beside[:, np.hypot(yy - 80, xx - 154) < 3] = 3071.0
+    dense = heads.copy()
+    dense[:, coil] = 2400.0
+    for hu in (plate, beside, dense, heads):
+        assert not intracranial_metal(_volume(hu, 5.0)).any()
 
 
 def _ring(gap_px: int = 0) -> np.ndarray:

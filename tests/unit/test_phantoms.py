@@ -349,6 +349,34 @@ def test_cmd_phantom_contrast_writes_another_series_without_the_agent(
     assert "within 100-600 HU" in capsys.readouterr().out
 
 
+def test_a_coiled_head_is_the_same_head_with_metal_and_its_streaks(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from dicomnode.config import load_config
+    from dicomnode.evaluation import _through_dicom
+    from dicomnode.generators.anomaly_triage import TriageSettings, read_series
+    from dicomnode.generators.ct import intracranial_metal
+
+    plain = make_study(4, "sah", slice_thickness_mm=5.0, matrix=256, lesion_size="small")
+    coiled = make_study(4, "sah", slice_thickness_mm=5.0, matrix=256, lesion_size="small", metal=True)
+    # The same head, pose, lesion and noise: the coil draws from a stream of its own.
+    assert np.array_equal(plain.lesion_mask, coiled.lesion_mask)
+    changed = np.flatnonzero((coiled.hu != plain.hu).any(axis=(1, 2)))
+    # Streaks cross the slices that hold the coil, and no others.
+    assert 1 <= changed.size <= 3 and np.all(np.diff(changed) == 1)
+    assert coiled.hu.max() == 3071 and plain.hu.max() < 3071
+    streaked = coiled.hu[changed].astype(np.float32) - plain.hu[changed]
+    assert np.mean(np.abs(streaked[coiled.brain_mask[changed]])) > 3.0
+    # The node finds the metal inside the skull on those slices, warns, and triages the series.
+    volume = _through_dicom(coiled)
+    assert set(np.flatnonzero(intracranial_metal(volume))) <= set(changed)
+    reading = read_series(volume, TriageSettings.from_params(load_config(None).anomaly_triage))
+    assert reading.refused is None
+    assert any(w.startswith("metal inside the skull") for w in reading.warnings)
+    assert not intracranial_metal(_through_dicom(plain)).any()
+    assert cmd_phantom(tmp_path / "coiled", None, 4, 5.0, 256, metal=True) == 0
+    assert "mm coil with its streaks" in capsys.readouterr().out
+
+
 def test_training_slices_are_the_lesions_and_some_from_each_third() -> None:
     from dicomnode.phantoms.volume import _pick_slices
 
