@@ -450,7 +450,8 @@ def intracranial_metal(volume: CtVolume) -> np.ndarray:
     """
     hu = volume.hu
     found = np.zeros(hu.shape[0])
-    metal_slices = np.flatnonzero((hu >= METAL_HU).any(axis=(1, 2)))
+    metal_slices = [start + k for start in range(0, hu.shape[0], CHUNK_SLICES)
+                    for k in np.flatnonzero((hu[start:start + CHUNK_SLICES] >= METAL_HU).any(axis=(1, 2)))]
     for k in metal_slices:
         outline = _fill_holes(_closed_bone(hu[k:k + 1] > BONE_HU))[0]
         depth = ndimage.distance_transform_edt(outline, sampling=volume.pixel_spacing)
