@@ -406,9 +406,9 @@ def _metal_warning(volume: CtVolume, metal_ml: np.ndarray) -> tuple[str, ...]:
     slices = np.flatnonzero(metal_ml > 0)
     if not slices.size:
         return ()
-    return (f"metal inside the skull ({metal_ml.sum() * 1000:.0f} mm3: an aneurysm coil or clip, an "
-            f"electrode?) on {slices.size} slice(s) {_where(volume, slices)}: its streaks may add "
-            "evidence across those slices, or hide blood in them",)
+    return (f"metal inside the skull (an aneurysm coil or clip, an electrode?) on {slices.size} slice(s) "
+            f"{_where(volume, slices)}: its streaks may add evidence across those slices, or hide blood "
+            "in them",)
 
 
 def _where(volume: CtVolume, slices: Sequence[int] | np.ndarray) -> str:

@@ -252,8 +252,8 @@ def test_metal_inside_the_skull_is_named_and_its_streaks_are_not_taken_for_contr
     triage = generator.run(series, {"model": "clip45"}).triage
     assert triage is not None
     (warning,) = triage.warnings
-    assert warning.startswith("metal inside the skull (")
-    assert "on 2 slice(s) between 10.0 and 15.0 mm" in warning
+    assert warning.startswith("metal inside the skull (an aneurysm coil or clip, an electrode?) on 2 "
+                              "slice(s) between 10.0 and 15.0 mm along the series"), warning
     # A head without metal, and a plate on the skull, have no such warning.
     plain = generator.run(head_series(tmp_path / "plain", bleed_slices=set()), {"model": "clip45"}).triage
     assert plain is not None and not plain.warnings
