@@ -67,22 +67,27 @@ def _arteries(anatomy: Anatomy) -> np.ndarray:
         for side in (1.0, -1.0):
             points = np.array(path) * np.array([side, 1.0, 1.0])
             for a, b in itertools.pairwise(points):
-                _tube(out, anatomy, a, b, radius)
+                box, fraction = tube(anatomy, a, b, radius)
+                np.maximum(out[box], fraction, out=out[box])
     return out
 
 
-def _tube(out: np.ndarray, anatomy: Anatomy, a: np.ndarray, b: np.ndarray, radius: float) -> None:
-    """Partial-volume fraction of a cylinder from a to b (RAS mm), merged into `out`."""
+Box = tuple[slice, slice, slice]
+
+
+def tube(anatomy: Anatomy, a: np.ndarray, b: np.ndarray, radius: float) -> tuple[Box, np.ndarray]:
+    """Partial-volume fraction of a cylinder from a to b (RAS mm; a sphere where they meet) in
+    a box of the template grid: the box and the fraction of each of its voxels."""
     va, vb = anatomy.to_voxel(a), anatomy.to_voxel(b)
     lo = np.maximum(np.floor(np.minimum(va, vb) - radius - 1).astype(int), 0)
     hi = np.minimum(np.ceil(np.maximum(va, vb) + radius + 2).astype(int), np.array(anatomy.shape))
-    box = tuple(slice(int(s), int(e)) for s, e in zip(lo, hi, strict=True))
+    box = (slice(int(lo[0]), int(hi[0])), slice(int(lo[1]), int(hi[1])), slice(int(lo[2]), int(hi[2])))
     grid = np.stack(np.meshgrid(*(np.arange(s.start, s.stop) for s in box), indexing="ij"), axis=-1)
     axis = vb - va
     t = np.clip(((grid - va) @ axis) / max(float(axis @ axis), 1e-6), 0.0, 1.0)
     distance = np.linalg.norm(grid - (va + t[..., None] * axis), axis=-1)
     fraction = np.clip(radius - distance + 0.5, 0.0, 1.0).astype(np.float32)
-    np.maximum(out[box], fraction, out=out[box])
+    return box, fraction
 
 
 def _cortical_vessels(anatomy: Anatomy, rng: np.random.Generator) -> np.ndarray:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from dicomnode.phantoms.contrast import Box, tube
 from dicomnode.phantoms.template import Anatomy
 
 # Platinum's attenuation lies far above the stored scale; a slice holding part of a coil still
@@ -38,21 +39,12 @@ _VIEWS = 180
 _RAY_WIDTH_MM = 0.8
 
 
-Box = tuple[slice, slice, slice]
-
-
 def coil(anatomy: Anatomy, rng: np.random.Generator) -> tuple[np.ndarray, Box, dict[str, float]]:
     """A coil mass in an aneurysm at one of the usual sites: its fraction of each template voxel
     in a box, the box, and what was drawn."""
     site = np.array(_ANEURYSM_SITES[int(rng.integers(len(_ANEURYSM_SITES)))]) + rng.uniform(-2.0, 2.0, 3)
     radius = float(rng.uniform(*COIL_RADIUS_MM))
-    centre = anatomy.to_voxel(site)
-    lo = np.maximum(np.floor(centre - radius - 2).astype(int), 0)
-    hi = np.minimum(np.ceil(centre + radius + 3).astype(int), np.array(anatomy.shape))
-    box = (slice(int(lo[0]), int(hi[0])), slice(int(lo[1]), int(hi[1])), slice(int(lo[2]), int(hi[2])))
-    grid = np.stack(np.meshgrid(*(np.arange(s.start, s.stop) for s in box), indexing="ij"), axis=-1)
-    distance = np.linalg.norm(grid - centre, axis=-1)
-    fraction = np.clip(radius - distance + 0.5, 0.0, 1.0).astype(np.float32)
+    box, fraction = tube(anatomy, site, site, radius)
     return fraction, box, {"metal_radius_mm": radius, "metal_site_x": float(site[0]),
                            "metal_site_y": float(site[1]), "metal_site_z": float(site[2])}
 
