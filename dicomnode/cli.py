@@ -106,6 +106,12 @@ def _parser() -> argparse.ArgumentParser:
     phantom.add_argument("--head-pitch", type=float, default=0.0, metavar="DEG",
                          help="pitch the head DEG degrees more than the seed draws (±12), -30 to 30; "
                          "equal to --gantry-tilt, the slices cut the head as an untilted scan does")
+    phantom.add_argument("--head-roll", type=float, default=0.0, metavar="DEG",
+                         help="roll the head DEG degrees about its front-back axis (left ear up) more "
+                         "than the seed draws (±5), -30 to 30")
+    phantom.add_argument("--head-yaw", type=float, default=0.0, metavar="DEG",
+                         help="turn the head DEG degrees about its head-foot axis (nose to the left) "
+                         "more than the seed draws (±8), -30 to 30")
     phantom.add_argument("--enhanced", action="store_true",
                          help="write the series as one multi-frame instance (Legacy Converted Enhanced CT)")
     phantom.add_argument("--full-noise", action="store_true",
@@ -118,6 +124,9 @@ def _parser() -> argparse.ArgumentParser:
     phantom.add_argument("--metal", action="store_true",
                          help="put a platinum coil into an aneurysm, with the streaks it casts across "
                               "its slices")
+    phantom.add_argument("--subdural-age", choices=["acute", "subacute", "chronic"], default="acute",
+                         help="with --lesion sdh: fresh blood, 50-80 HU (default, as in training); days "
+                              "old, isodense to the cortex, 30-45 HU; or weeks old, hypodense, 8-25 HU")
     phantom.set_defaults(func=_phantom)
 
     train = sub.add_parser("train", help="train a reference model and export it to the zoo (extra [train])")
@@ -150,6 +159,9 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--extra-pitch", type=float, default=0.0, metavar="DEG",
                        help="pitch each phantom's head a further uniform ±DEG degrees besides its drawn "
                             "pose's ±12 (default 0)")
+    train.add_argument("--older-subdurals", type=float, default=0.0, metavar="SHARE",
+                       help="share of subdural haematomas drawn days old (isodense) or weeks old "
+                            "(hypodense), half each, instead of fresh (default 0)")
     train.add_argument("--device", default="cpu", help="torch device to train on, e.g. cuda (default cpu)")
     train.add_argument("--render-workers", type=int, default=0, metavar="N",
                        help="processes rendering phantoms ahead of the training steps (default 0: "
@@ -260,8 +272,10 @@ def _phantom(args: argparse.Namespace) -> int:
     return cmd_phantom(args.outdir, args.lesion, args.seed, args.slice_thickness, args.matrix,
                        vendor=args.vendor, size=args.size, position=args.position,
                        field_of_view=args.field_of_view, gantry_tilt=args.gantry_tilt,
-                       head_pitch=args.head_pitch, enhanced=args.enhanced, full_noise=args.full_noise,
-                       contrast=args.contrast, metal=args.metal)
+                       head_pitch=args.head_pitch, head_roll=args.head_roll, head_yaw=args.head_yaw,
+                       enhanced=args.enhanced, full_noise=args.full_noise,
+                       contrast=args.contrast, metal=args.metal,
+                       subdural_age=args.subdural_age)
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -274,7 +288,7 @@ def _train(args: argparse.Namespace) -> int:
                      device=args.device, render_workers=args.render_workers, pool_size=args.pool_size,
                      initial_studies=args.initial_studies, refresh_every=args.refresh_every,
                      healthy_slices=args.healthy_slices, scanner_matrix_share=args.scanner_matrix_share,
-                     extra_pitch=args.extra_pitch)
+                     extra_pitch=args.extra_pitch, older_subdurals=args.older_subdurals)
 
 
 def _evaluate(args: argparse.Namespace) -> int:

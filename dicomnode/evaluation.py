@@ -23,10 +23,14 @@ a scanner profile with a smoother reconstruction and other tags, 8 HU more noise
 slices with the full 8-20 HU of noise that training caps at 10, a prone patient's slices,
 stored face down, a 360 mm field of view where training drew 220-270, a gantry tilted by 20
 degrees along with the head, whose sheared slices move the head from slice to slice but cut
-it as before, and a head pitched 20 degrees either way beyond the ±12 degrees training drew,
-which cuts it differently). Every series is read as the node reads it (a thin, noisy one as
-running slabs). Each re-scans the reference set's first studies (same seeds: the same heads, poses and lesions
-under the shifted scan), so the change is paired and comes with a bootstrap interval.
+it as before, a head pitched 20 degrees either way beyond the ±12 degrees training drew,
+which cuts it differently, a head rolled towards a shoulder or turned to a side by 20 degrees
+beyond the ±5 and ±8 degrees training drew, as a restless patient lies, an aneurysm coil, and
+contrast). Three more hold a subdural haematoma in every lesion study: fresh as in training,
+then days old (isodense) and weeks old (hypodense). Every series is read as the node reads it
+(a thin, noisy one as running slabs). Each re-scans the reference set's first studies (same
+seeds: the same heads, poses and lesions under the shifted scan), so the change is paired and
+comes with a bootstrap interval.
 All of this is phantom evidence, not clinical evidence.
 """
 
@@ -85,9 +89,13 @@ class Condition:
     field_of_view_mm: float | None = None  # None: drawn per study, as in training
     gantry_tilt_deg: float = 0.0
     head_pitch_deg: float = 0.0  # added to the drawn pose (training drew ±12°)
+    head_roll_deg: float = 0.0  # likewise (±5°)
+    head_yaw_deg: float = 0.0  # likewise (±8°)
     noise_cap_hu: float = NOISE_CAP_HU  # the most noise thin slices gain (`make_pair`)
     contrast_hu: float | None = None  # contrast-enhanced, vessel blood at this density
     metal: bool = False  # an aneurysm coil and its streaks
+    lesion_as: str | None = None  # every lesion study holds this kind (its drawn size) instead
+    subdural_age: str = "acute"  # phantoms.lesions.SUBDURAL_AGES
 
     def __post_init__(self) -> None:
         if not self.patient_position.startswith("HF"):
@@ -159,12 +167,15 @@ def evaluate(engine: Engine, settings: TriageSettings, condition: Condition, cou
     plan = list(study_plan(count, seed0, LESION_KINDS, SIZE_CLASSES))
     rng = np.random.default_rng(seed0)
     window = model_window(engine)
+    if condition.lesion_as is not None:
+        plan = [(seed, lesion and condition.lesion_as, size) for seed, lesion, size in plan]
     jobs = [{"seed": seed, "lesion": lesion, "slice_thickness_mm": condition.slice_thickness_mm,
              "matrix": matrix, "lesion_size": size, "vendor": condition.vendor,
              "field_of_view_mm": condition.field_of_view_mm, "gantry_tilt_deg": condition.gantry_tilt_deg,
-             "head_pitch_deg": condition.head_pitch_deg, "healthy_twin": lesion is not None,
+             "head_pitch_deg": condition.head_pitch_deg, "head_roll_deg": condition.head_roll_deg,
+             "head_yaw_deg": condition.head_yaw_deg, "healthy_twin": lesion is not None,
              "noise_cap_hu": condition.noise_cap_hu, "contrast_hu": condition.contrast_hu,
-             "metal": condition.metal}
+             "metal": condition.metal, "subdural_age": condition.subdural_age}
             for seed, lesion, size in plan]
     rendered = tqdm(zip(plan, _phantoms(jobs, render_workers), strict=True), total=len(plan),
                     desc=condition.name, disable=not progress, leave=False)
@@ -283,7 +294,15 @@ def conditions(unseen_vendors: list[str]) -> list[Condition]:
                   head_pitch_deg=20.0),
         Condition("head pitched +20 degrees (not in training)", head_pitch_deg=20.0),
         Condition("head pitched -20 degrees (not in training)", head_pitch_deg=-20.0),
+        Condition("head rolled 20 degrees (not in training)", head_roll_deg=20.0),
+        Condition("head turned 20 degrees (not in training)", head_yaw_deg=20.0),
         Condition("an aneurysm coil and its streaks (not in training)", metal=True),
+        # Every lesion study a subdural of one age: fresh blood as trained, then older blood.
+        Condition("subdural haematomas only, acute 50-80 HU", lesion_as="sdh"),
+        Condition("subdural haematomas only, days old: isodense 30-45 HU (not in training)",
+                  lesion_as="sdh", subdural_age="subacute"),
+        Condition("subdural haematomas only, weeks old: hypodense 8-25 HU (not in training)",
+                  lesion_as="sdh", subdural_age="chronic"),
         # The node refuses these (`read_series`); scored anyway, they show what the check prevents.
         Condition("contrast-enhanced, vessels 150 HU, agent not recorded (not in training)",
                   contrast_hu=150.0),

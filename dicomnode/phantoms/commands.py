@@ -26,22 +26,29 @@ def cmd_phantom(
     field_of_view: float | None = None,
     gantry_tilt: float = 0.0,
     head_pitch: float = 0.0,
+    head_roll: float = 0.0,
+    head_yaw: float = 0.0,
     enhanced: bool = False,
     full_noise: bool = False,
     contrast: float | None = None,
     metal: bool = False,
+    subdural_age: str = "acute",
 ) -> int:
     """Generate one phantom study and write it as DICOM; returns the exit status."""
     if lesion is not None and lesion not in LESION_KINDS:
         print(f"error: unknown lesion {lesion!r}; choose one of {', '.join(LESION_KINDS)}")
+        return 2
+    if subdural_age != "acute" and lesion != "sdh":
+        print(f"error: --subdural-age {subdural_age} needs --lesion sdh")
         return 2
     start = time.monotonic()
     try:
         study = make_study(
             seed, lesion, slice_thickness_mm=slice_thickness, matrix=matrix, lesion_size=size, vendor=vendor,
             field_of_view_mm=field_of_view, gantry_tilt_deg=gantry_tilt,
-            head_pitch_deg=head_pitch, noise_cap_hu=FULL_NOISE_CAP_HU if full_noise else NOISE_CAP_HU,
-            contrast_hu=contrast, metal=metal,
+            head_pitch_deg=head_pitch, head_roll_deg=head_roll, head_yaw_deg=head_yaw,
+            noise_cap_hu=FULL_NOISE_CAP_HU if full_noise else NOISE_CAP_HU,
+            contrast_hu=contrast, metal=metal, subdural_age=subdural_age,
         )
     except (ValueError, KeyError) as exc:
         print(f"error: {exc}")
@@ -51,7 +58,8 @@ def cmd_phantom(
     what = (
         "healthy head"
         if lesion is None
-        else f"{LESION_NAMES[lesion]} ({study.lesion_size}, {study.lesion_volume_ml:.1f} ml)"
+        else f"{LESION_NAMES[lesion]} ({study.lesion_size}, {study.lesion_volume_ml:.1f} ml"
+        + (f", {subdural_age}, {study.details['hu']:.0f} HU" if lesion == "sdh" else "") + ")"
     )
     dz, _, dx = study.spacing
     packed = " as one multi-frame instance" if enhanced else ""
@@ -60,6 +68,8 @@ def cmd_phantom(
         f"{study.shape[1]}x{study.shape[2]} at {dx:.3f} mm, {dz:g} mm slices, patient {position}"
         + (f", gantry tilted {gantry_tilt:g} degrees" if gantry_tilt else "")
         + (f", head pitched {head_pitch:+g} degrees" if head_pitch else "")
+        + (f", head rolled {head_roll:+g} degrees" if head_roll else "")
+        + (f", head turned {head_yaw:+g} degrees" if head_yaw else "")
         + (", full thin-slice noise" if full_noise else "")
         + ("" if contrast is None else f", contrast-enhanced (vessels {contrast:g} HU, agent not recorded)")
         + (f", a {2 * study.details['metal_radius_mm']:.0f} mm coil with its streaks" if metal else "")

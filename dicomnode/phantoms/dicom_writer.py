@@ -77,6 +77,8 @@ def write_series(
         key = (*key, position)
     if study.gantry_tilt_deg or study.head_pitch_deg:  # another scan of the head: other UIDs
         key = (*key, "tilt", study.gantry_tilt_deg, "pitch", study.head_pitch_deg)
+    if study.head_roll_deg or study.head_yaw_deg:
+        key = (*key, "roll", study.head_roll_deg, "yaw", study.head_yaw_deg)
     if study.details.get("contrast_hu") is not None:
         key = (*key, "contrast", study.details["contrast_hu"])
     study_uid = _uid("study", *key)

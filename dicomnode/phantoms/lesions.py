@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 from scipy import ndimage
@@ -42,6 +43,13 @@ _TARGET_ML: dict[str, tuple[float, float]] = {
     "medium": (2.0, 28.0),
     "large": (16.0, 250.0),
 }
+# Subdural blood by age (HU): fresh clot; days old, isodense to the cortex as it lyses; weeks
+# old, a hypodense fluid collection. Training draws acute blood only.
+SUBDURAL_AGES: dict[str, tuple[float, float]] = {
+    "acute": (50.0, 80.0),
+    "subacute": (30.0, 45.0),
+    "chronic": (8.0, 25.0),
+}
 _SIZE_INDEX = {name: i for i, name in enumerate(SIZE_CLASSES)}
 _TRIES = 25
 
@@ -64,17 +72,23 @@ class Lesion:
 
 
 def add_lesion(
-    hu: np.ndarray, anatomy: Anatomy, tissues: Tissues, kind: str, size: str, rng: np.random.Generator
+    hu: np.ndarray, anatomy: Anatomy, tissues: Tissues, kind: str, size: str, rng: np.random.Generator,
+    subdural_age: str = "acute",
 ) -> Lesion:
-    """Draw a lesion of `kind` and `size` into `hu` (modified in place) and return it."""
+    """Draw a lesion of `kind` and `size` into `hu` (modified in place) and return it.
+
+    `subdural_age` (SUBDURAL_AGES) sets a subdural's density; its shape is drawn as at any age."""
     if kind not in LESION_KINDS:
         raise ValueError(f"unknown lesion kind {kind!r}; expected one of {', '.join(LESION_KINDS)}")
     if size not in SIZE_CLASSES:
         raise ValueError(f"unknown lesion size {size!r}; expected one of {', '.join(SIZE_CLASSES)}")
+    if subdural_age not in SUBDURAL_AGES:
+        raise ValueError(f"unknown subdural age {subdural_age!r}; expected one of {', '.join(SUBDURAL_AGES)}")
+    drafter = _DRAFTERS[kind] if kind != "sdh" else partial(_draft_sdh, age=subdural_age)
     low, high = _TARGET_ML[size]
     best: tuple[float, _Draft] | None = None
     for _ in range(_TRIES):
-        draft = _DRAFTERS[kind](anatomy, tissues, _SIZE_INDEX[size], rng)
+        draft = drafter(anatomy, tissues, _SIZE_INDEX[size], rng)
         vol = float(draft.fraction.sum()) / 1000.0
         miss = (
             0.0 if low <= vol <= high else min(abs(np.log(vol / low + 1e-9)), abs(np.log(vol / high + 1e-9)))
@@ -192,9 +206,10 @@ def _displace_intracranial(
     return paint
 
 
-def _draft_sdh(anatomy: Anatomy, tissues: Tissues, size: int, rng: np.random.Generator) -> _Draft:
+def _draft_sdh(anatomy: Anatomy, tissues: Tissues, size: int, rng: np.random.Generator,
+               age: str = "acute") -> _Draft:
     box, frac, details = _draft_extra_axial(anatomy, size, rng, lens=False)
-    value = float(rng.uniform(50.0, 80.0))
+    value = float(rng.uniform(*SUBDURAL_AGES[age]))
     return _Draft(
         box, frac, _displace_intracranial(anatomy, tissues, box, frac, value), {**details, "hu": value}
     )

@@ -32,7 +32,7 @@ NOISE_CAP_HU = 10.0  # the most noise a training phantom's slices carry (std, HU
 FULL_NOISE_CAP_HU = 30.0  # above any profile's thinnest slices (20 HU at 0.625 mm): no cap
 # Coverage is centred this far above the intracranial centre: skull base to vertex.
 _COVERAGE_OFFSET_MM = 10.0
-MAX_TURN_DEG = 30.0  # gantry tilt, and the head's pitch added to the drawn pose
+MAX_TURN_DEG = 30.0  # gantry tilt, and each turn of the head added to the drawn pose
 # Appending a stream leaves the others as they were (SeedSequence children are keyed by index).
 _STREAMS = ("tissues", "pose", "lesion", "noise", "scanner", "contrast", "metal")
 
@@ -69,7 +69,9 @@ class PhantomStudy:
     lesion_volume_ml: float
     vendor: str
     gantry_tilt_deg: float = 0.0
-    head_pitch_deg: float = 0.0  # added to the drawn pose
+    head_pitch_deg: float = 0.0  # added to the drawn pose, as are the next two
+    head_roll_deg: float = 0.0
+    head_yaw_deg: float = 0.0
     details: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -105,9 +107,12 @@ def make_study(
     field_of_view_mm: float | None = None,
     gantry_tilt_deg: float = 0.0,
     head_pitch_deg: float = 0.0,
+    head_roll_deg: float = 0.0,
+    head_yaw_deg: float = 0.0,
     noise_cap_hu: float = NOISE_CAP_HU,
     contrast_hu: float | None = None,
     metal: bool = False,
+    subdural_age: str = "acute",
 ) -> PhantomStudy:
     """A synthetic head CT (non-contrast unless `contrast_hu`); `lesion` is one of LESION_KINDS or None
     for a healthy head."""
@@ -122,10 +127,13 @@ def make_study(
         field_of_view_mm=field_of_view_mm,
         gantry_tilt_deg=gantry_tilt_deg,
         head_pitch_deg=head_pitch_deg,
+        head_roll_deg=head_roll_deg,
+        head_yaw_deg=head_yaw_deg,
         healthy_twin=False,
         noise_cap_hu=noise_cap_hu,
         contrast_hu=contrast_hu,
         metal=metal,
+        subdural_age=subdural_age,
     )[0]
 
 
@@ -141,6 +149,8 @@ def make_pair(
     field_of_view_mm: float | None = None,
     gantry_tilt_deg: float = 0.0,
     head_pitch_deg: float = 0.0,
+    head_roll_deg: float = 0.0,
+    head_yaw_deg: float = 0.0,
     healthy_twin: bool = True,
     slices: np.ndarray | str | None = None,
     texture: ScannerTexture | None = None,
@@ -148,6 +158,7 @@ def make_pair(
     noise_cap_hu: float = NOISE_CAP_HU,
     contrast_hu: float | None = None,
     metal: bool = False,
+    subdural_age: str = "acute",
 ) -> tuple[PhantomStudy, np.ndarray | None]:
     """The study and, with `healthy_twin`, the same study's HU without its lesion (same noise).
 
@@ -163,6 +174,10 @@ def make_pair(
     `head_pitch_deg` turns the drawn pose further about the patient's left-right axis through
     the scanner's isocentre, the way the gantry tilts: with both equal, the slices cut the head
     as the untilted scan of the drawn pose does, only sheared. Training drew pitch within ±12°.
+    `head_roll_deg` turns it about its front-back axis (positive: the left ear up) and
+    `head_yaw_deg` about its head-foot axis (positive: the nose to the left), both through the
+    isocentre, as an emergency patient who cannot keep still lies. Training drew roll within
+    ±5° and yaw within ±8°.
     `noise_cap_hu` caps the noise that thin slices gain (training: NOISE_CAP_HU); a profile's
     noise at 5 mm grows as 1/sqrt(thickness), to 8-20 HU at 0.625 mm uncapped, as real thin
     soft-tissue series read.
@@ -170,6 +185,8 @@ def make_pair(
     (`phantoms.contrast`); the twin is enhanced alike. Training never saw contrast.
     `metal` puts a coil into an aneurysm and casts its streaks over the slices that hold it
     (`phantoms.metal`); the twin has both. Training never saw metal.
+    `subdural_age` (`lesions.SUBDURAL_AGES`) sets a subdural's density: acute as in training,
+    or days or weeks old (isodense, hypodense); the same shape at any age.
     """
     if lesion is not None and lesion not in LESION_KINDS:
         raise ValueError(f"unknown lesion kind {lesion!r}; expected one of {', '.join(LESION_KINDS)}")
@@ -194,11 +211,12 @@ def make_pair(
         if not 120.0 <= field_of_view_mm <= 500.0:
             raise ValueError(f"field of view must be within 120-500 mm, got {field_of_view_mm:g}")
         fov = float(field_of_view_mm)
-    for name, angle in (("gantry tilt", gantry_tilt_deg), ("head pitch", head_pitch_deg)):
+    for name, angle in (("gantry tilt", gantry_tilt_deg), ("head pitch", head_pitch_deg),
+                        ("head roll", head_roll_deg), ("head yaw", head_yaw_deg)):
         if not -MAX_TURN_DEG <= angle <= MAX_TURN_DEG:
             raise ValueError(f"{name} must be within ±{MAX_TURN_DEG:g} degrees, got {angle:g}")
     tissues = random_tissues(rng["tissues"])
-    pose = _pitched(_random_pose(rng["pose"]), head_pitch_deg)
+    pose = _turned(_random_pose(rng["pose"]), head_pitch_deg, head_roll_deg, head_yaw_deg)
     healthy = hu_volume(anatomy, tissues)
     if contrast_hu is not None:
         add_contrast(healthy, anatomy, contrast_hu, rng["contrast"])
@@ -210,7 +228,7 @@ def make_pair(
     if lesion is not None:
         size = lesion_size or SIZE_CLASSES[int(rng["lesion"].integers(len(SIZE_CLASSES)))]
         hu = healthy.copy()
-        found = add_lesion(hu, anatomy, tissues, lesion, size, rng["lesion"])
+        found = add_lesion(hu, anatomy, tissues, lesion, size, rng["lesion"], subdural_age)
     n_slices = max(1, round(coverage_mm / thickness))
     tilt = math.radians(gantry_tilt_deg)
     grid = _Grid(anatomy, pose, matrix, fov, thickness, n_slices, np.arange(n_slices), tilt)
@@ -247,6 +265,8 @@ def make_pair(
         vendor=profile.key,
         gantry_tilt_deg=float(gantry_tilt_deg),
         head_pitch_deg=float(head_pitch_deg),
+        head_roll_deg=float(head_roll_deg),
+        head_yaw_deg=float(head_yaw_deg),
         details={"tissues": tissues, **(found.details if found else {}), "fov_mm": fov,
                  "contrast_hu": contrast_hu, "slices": grid.index,
                  **(metal_drawn[2] if metal_drawn is not None else {})},
@@ -322,12 +342,29 @@ def about_left_right(angle_deg: float) -> np.ndarray:
 _LPS_RAS = np.diag([-1.0, -1.0, 1.0])  # flips LPS to RAS and back
 
 
-def _pitched(pose: Pose, angle_deg: float) -> Pose:
-    """The head turned through the isocentre as a gantry tilt of `angle_deg` turns the slice
-    planes (the pose lives in scanner RAS)."""
-    if angle_deg == 0.0:
+def _about_front_back(angle_deg: float) -> np.ndarray:
+    """The LPS rotation by `angle_deg` about the patient's front-back axis: left turns up."""
+    angle = math.radians(angle_deg)
+    return np.array([[math.cos(angle), 0.0, -math.sin(angle)],
+                     [0.0, 1.0, 0.0],
+                     [math.sin(angle), 0.0, math.cos(angle)]])
+
+
+def _about_head_foot(angle_deg: float) -> np.ndarray:
+    """The LPS rotation by `angle_deg` about the patient's head-foot axis: the nose turns left."""
+    angle = math.radians(angle_deg)
+    return np.array([[math.cos(angle), -math.sin(angle), 0.0],
+                     [math.sin(angle), math.cos(angle), 0.0],
+                     [0.0, 0.0, 1.0]])
+
+
+def _turned(pose: Pose, pitch_deg: float, roll_deg: float = 0.0, yaw_deg: float = 0.0) -> Pose:
+    """The head turned through the isocentre: yawed, rolled, then pitched as a gantry tilt of
+    `pitch_deg` turns the slice planes (the pose lives in scanner RAS)."""
+    if pitch_deg == roll_deg == yaw_deg == 0.0:
         return pose
-    turn = _LPS_RAS @ about_left_right(angle_deg) @ _LPS_RAS
+    lps = about_left_right(pitch_deg) @ _about_front_back(roll_deg) @ _about_head_foot(yaw_deg)
+    turn = _LPS_RAS @ lps @ _LPS_RAS
     return Pose(turn @ pose.rotation, turn @ pose.translation, pose.scale, pose.warp)
 
 

@@ -45,6 +45,7 @@ def cmd_train(
     healthy_slices: int = 1,
     scanner_matrix_share: float = 0.0,
     extra_pitch: float = 0.0,
+    older_subdurals: float = 0.0,
 ) -> int:
     """Train `model`, then export model.onnx, model.pt, manifest.yaml and card.md to `output_dir`."""
     if model not in MODELS:
@@ -74,6 +75,9 @@ def cmd_train(
     if not 0.0 <= extra_pitch <= MAX_TURN_DEG:
         print(f"error: --extra-pitch {extra_pitch:g}: degrees, from 0 to {MAX_TURN_DEG:g}")
         return 2
+    if not 0.0 <= older_subdurals <= 1.0:
+        print(f"error: --older-subdurals {older_subdurals:g}: a share of subdural studies, from 0 to 1")
+        return 2
     if init is not None and not init.is_file():
         print(f"error: --init {init}: no such weights file")
         return 2
@@ -81,6 +85,7 @@ def cmd_train(
         init_weights=init, mirrored=mirrored, kind_weights=weights, vary_texture=vary_texture,
         device=device, render_workers=render_workers, healthy_slices=healthy_slices,
         scanner_matrix_share=scanner_matrix_share, extra_pitch_deg=extra_pitch,
+        older_subdurals=older_subdurals,
     )
     given = {"pool_size": pool_size, "initial_studies": initial_studies, "refresh_every": refresh_every,
              "lr": lr, "subtle_hu": subtle_hu, "huber_hu": huber_hu}
@@ -104,6 +109,7 @@ def cmd_train(
         + (f" --healthy-slices {healthy_slices}" if healthy_slices != 1 else "")
         + (f" --scanner-matrix-share {scanner_matrix_share:g}" if scanner_matrix_share else "")
         + (f" --extra-pitch {extra_pitch:g}" if extra_pitch else "")
+        + (f" --older-subdurals {older_subdurals:g}" if older_subdurals else "")
         + _pool_options(config, render_workers)
         + (f" --device {device}" if device != "cpu" else "")
         + (f" --init {init}" if init else "") + f" --out {output_dir}"

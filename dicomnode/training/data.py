@@ -24,6 +24,12 @@ flexed or extended further than that, and a scanner that does not tilt its gantr
 pitch in the slices (the card's "Gantry tilt and head pitch"). The angle follows from the
 study's seed alone, so 0 keeps the data of the runs before it.
 
+With `older_subdurals`, that share of subdural studies holds blood days old (isodense to the
+cortex) or weeks old (hypodense), half each, instead of fresh clot: a chronic subdural is as
+much a finding as an acute one, and a network that only saw bright ones takes a dark crescent
+under the skull for cerebrospinal fluid. Which studies, from their seeds alone, so a share of 0
+keeps the data of the runs before it.
+
 With `workers`, studies are rendered ahead by that many processes, so a GPU is not left
 waiting on one CPU core. Which studies arrive, and in which order, does not depend on the
 number of workers (any N >= 1 gives the same data), but differs from rendering in-process
@@ -82,17 +88,19 @@ def random_texture(rng: np.random.Generator) -> ScannerTexture:
 def render(
     seed: int, lesion: str | None, matrix: int = MODEL_MATRIX, *, vary_texture: bool = False,
     healthy_slices: int = 1, scanner_matrix: bool = False, head_pitch_deg: float = 0.0,
+    subdural_age: str = "acute",
 ) -> StudySlices:
     """One study's training slices: the lesion's, and `healthy_slices` from each third of the
     coverage; `lesion=None` gives identity examples only. With `scanner_matrix`, rendered at
     SCANNER_MATRIX and resampled to `matrix` as the node resamples a series; `head_pitch_deg`
-    pitches the head on top of its drawn pose."""
+    pitches the head on top of its drawn pose; `subdural_age` ages a subdural's blood."""
     rng = np.random.default_rng(seed)
     thickness = float(rng.choice(THICKNESSES))
     texture = random_texture(rng) if vary_texture else None
     study, twin = make_pair(
         seed, lesion, slice_thickness_mm=thickness, matrix=SCANNER_MATRIX if scanner_matrix else matrix,
         slices="lesion", texture=texture, healthy_slices=healthy_slices, head_pitch_deg=head_pitch_deg,
+        subdural_age=subdural_age,
     )
     assert twin is not None
     inputs, targets, masks = study.hu, twin, study.lesion_mask
@@ -123,6 +131,17 @@ def extra_pitch(seed: int, limit_deg: float) -> float:
     return float(np.random.default_rng([seed, 3]).uniform(-limit_deg, limit_deg))
 
 
+def subdural_age(seed: int, older_share: float) -> str:
+    """Study `seed`'s subdural age: with probability `older_share` days or weeks old (half each),
+    else acute; from its seed alone (its own stream)."""
+    if not 0.0 <= older_share <= 1.0:
+        raise ValueError(f"share of older subdurals must be within 0-1, got {older_share:g}")
+    draw = np.random.default_rng([seed, 4]).random()
+    if draw >= older_share:
+        return "acute"
+    return "subacute" if draw < older_share / 2 else "chronic"
+
+
 class SlicePool:
     """A bounded, refreshable pool of rendered studies from which batches are drawn."""
 
@@ -137,8 +156,10 @@ class SlicePool:
         healthy_slices: int = 1,
         scanner_matrix_share: float = 0.0,
         extra_pitch_deg: float = 0.0,
+        older_subdurals: float = 0.0,
     ) -> None:
         self.capacity = capacity
+        self.older_subdurals = older_subdurals
         self.extra_pitch_deg = extra_pitch_deg
         self.vary_texture = vary_texture
         self.healthy_slices = healthy_slices
@@ -169,22 +190,24 @@ class SlicePool:
         """The render jobs of the studies to come, drawn as they are taken."""
         while True:
             seed, lesion = self._draw_study(rng)
-            yield {"seed": seed, "lesion": lesion, **self._render_options(seed)}
+            yield {"seed": seed, "lesion": lesion, **self._render_options(seed, lesion)}
 
-    def _render_options(self, seed: int) -> dict[str, Any]:
+    def _render_options(self, seed: int, lesion: str | None) -> dict[str, Any]:
         options: dict[str, Any] = {
             "vary_texture": self.vary_texture, "healthy_slices": self.healthy_slices,
             "scanner_matrix": at_scanner_matrix(seed, self.scanner_matrix_share),
         }
         if self.extra_pitch_deg:  # left out at 0, so the render calls of earlier runs stay as they were
             options["head_pitch_deg"] = extra_pitch(seed, self.extra_pitch_deg)
+        if self.older_subdurals and lesion == "sdh":  # likewise
+            options["subdural_age"] = subdural_age(seed, self.older_subdurals)
         return options
 
     def add(self) -> None:
         """Add the next study of the plan (waiting for its render when it runs ahead in a worker)."""
         if self._ahead is None:
             seed, lesion = self._draw_study(self._rng)
-            study = render(seed, lesion, **self._render_options(seed))
+            study = render(seed, lesion, **self._render_options(seed, lesion))
         else:
             study = next(self._ahead)
         self.studies.append(study)

@@ -157,6 +157,9 @@ def _loss_text(config: TrainConfig) -> str:
     if config.extra_pitch_deg:
         text += (f"; each head pitched a further uniform ±{config.extra_pitch_deg:g} degrees about its "
                  "left-right axis besides the drawn pose's ±12")
+    if config.older_subdurals:
+        text += (f"; {config.older_subdurals:.0%} of subdural haematomas days old (isodense, 30-45 HU) or "
+                 "weeks old (hypodense, 8-25 HU), half each, the rest fresh (50-80 HU)")
     return text
 
 

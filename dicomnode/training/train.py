@@ -62,6 +62,8 @@ class TrainConfig:
     scanner_matrix_share: float = 0.0
     # Each study's head pitched by up to this many degrees besides its drawn pose (data.extra_pitch).
     extra_pitch_deg: float = 0.0
+    # Share of subdural studies whose blood is days or weeks old (data.subdural_age).
+    older_subdurals: float = 0.0
     device: str = "cpu"  # a torch device: "cpu", "cuda", "cuda:1"
     render_workers: int = 0  # processes rendering phantoms ahead (0: in this process, between steps)
 
@@ -163,6 +165,8 @@ def train(
         run_key["scanner_matrix_share"] = cfg.scanner_matrix_share
     if cfg.extra_pitch_deg:  # likewise
         run_key["extra_pitch_deg"] = cfg.extra_pitch_deg
+    if cfg.older_subdurals:  # likewise
+        run_key["older_subdurals"] = cfg.older_subdurals
     state = torch.load(ckpt, map_location="cpu", weights_only=False) if resume and ckpt.is_file() else None
     if state is not None and state.get("run") != run_key:
         # A checkpoint of another run (other seed, batch, width, start or loss) would mix two runs.
@@ -181,6 +185,7 @@ def train(
         seed, cfg.pool_size, kind_weights=cfg.kind_weights, vary_texture=cfg.vary_texture,
         workers=cfg.render_workers, healthy_slices=cfg.healthy_slices,
         scanner_matrix_share=cfg.scanner_matrix_share, extra_pitch_deg=cfg.extra_pitch_deg,
+        older_subdurals=cfg.older_subdurals,
     )
     # A pool made here is closed here (its render workers stopped); a caller's stays open.
     pool_scope = contextlib.closing(pool) if own_pool else contextlib.nullcontext()

@@ -65,6 +65,8 @@ def test_only_chooses_shifted_conditions_by_name(capsys: pytest.CaptureFixture[s
     pitched = shifted_conditions(shifted, "PITCHED")
     assert [c.head_pitch_deg for c in pitched] == [20.0, -20.0]
     assert not any(c.gantry_tilt_deg for c in pitched)
+    turned = shifted_conditions(shifted, "ed 20 degrees (not")  # rolled and turned, not the others
+    assert [(c.head_roll_deg, c.head_yaw_deg) for c in turned] == [(20.0, 0.0), (0.0, 20.0)]
     assert shifted_conditions(shifted, None) == shifted
     with pytest.raises(ValueError, match=r"'sideways' names no shifted condition.*1 mm slices"):
         shifted_conditions(shifted, "sideways")

@@ -290,6 +290,31 @@ def test_cmd_phantom(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     assert cmd_phantom(tmp_path / "bad", "nonsense", 4, 5.0, 256) == 2
 
 
+def test_an_older_subdural_is_the_same_collection_at_its_age_density(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    by_age = {age: make_study(8, "sdh", slice_thickness_mm=5.0, matrix=256, lesion_size="large",
+                              subdural_age=age) for age in ("acute", "subacute", "chronic")}
+    fresh = make_study(8, "sdh", slice_thickness_mm=5.0, matrix=256, lesion_size="large")
+    assert np.array_equal(by_age["acute"].hu, fresh.hu)  # the default, as training drew it
+    inside = fresh.lesion_mask
+    for age, (low, high) in {"acute": (50, 80), "subacute": (30, 45), "chronic": (8, 25)}.items():
+        study = by_age[age]
+        assert np.array_equal(study.lesion_mask, inside)
+        assert low <= study.details["hu"] <= high
+        far = ndimage.distance_transform_edt(~inside, sampling=study.spacing) > 50.0
+        assert np.array_equal(study.hu[far], fresh.hu[far])  # the same head and noise elsewhere
+    # The collection's core reads its age: brighter than the cortex, about as dense, darker.
+    core = ndimage.binary_erosion(inside, iterations=1)
+    medians = [float(np.median(by_age[age].hu[core])) for age in ("acute", "subacute", "chronic")]
+    assert medians[0] > 50 > medians[1] > 25 > medians[2]
+    assert cmd_phantom(tmp_path / "old", "sdh", 8, 5.0, 256, size="large", subdural_age="chronic") == 0
+    assert "chronic" in capsys.readouterr().out
+    assert cmd_phantom(tmp_path / "bad", "ich", 8, 5.0, 256, subdural_age="chronic") == 2
+    assert "needs --lesion sdh" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="unknown subdural age 'ancient'"):
+        make_study(8, "sdh", matrix=256, subdural_age="ancient")
+
+
 def test_cmd_phantom_full_noise_writes_thin_slices_noisier_than_training(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from dicomnode.generators.ct import image_noise_hu, load_ct_volume
@@ -510,3 +535,43 @@ def test_a_gantry_tilted_with_the_head_cuts_it_as_the_untilted_scan_only_sheared
     assert len(uids) == 3
     with pytest.raises(ValueError, match="head pitch must be within ±30 degrees, got -35"):
         make_study(21, None, matrix=256, head_pitch_deg=-35.0)
+
+
+def test_a_rolled_or_turned_head_is_the_same_head_turned_about_its_own_axes(tmp_path: Path) -> None:
+    upright, rolled, turned = (make_study(21, None, slice_thickness_mm=2.5, matrix=256, **turn)
+                               for turn in ({}, {"head_roll_deg": 20.0}, {"head_yaw_deg": 20.0}))
+
+    def positions(study: PhantomStudy) -> np.ndarray:
+        """LPS mm of every voxel centre: columns run to the left, rows to the back."""
+        k, r, c = np.indices(study.shape, dtype=float)
+        dz, dy, dx = study.spacing
+        ox, oy, oz = study.origin
+        return np.stack([ox + c * dx, oy + r * dy, oz + k * dz])
+
+    def agreement(turned_study: PhantomStudy, rotation: np.ndarray) -> float:
+        """Dice of the turned brain with the upright one carried by `rotation` (LPS, through the
+        isocentre), where the upright scan covers the place."""
+        p = np.einsum("ji,j...->i...", rotation, positions(turned_study))  # back to the upright head
+        dz, dy, dx = upright.spacing
+        ox, oy, oz = upright.origin
+        index = np.stack([(p[2] - oz) / dz, (p[1] - oy) / dy, (p[0] - ox) / dx])
+        covered = (index[0] >= 0) & (index[0] <= upright.shape[0] - 1)
+        carried = ndimage.map_coordinates(upright.brain_mask.astype(np.uint8), index, order=0) > 0
+        a, b = carried[covered], turned_study.brain_mask[covered]
+        return float(2 * (a & b).sum() / (a.sum() + b.sum()))
+
+    c, s = np.cos(np.radians(20.0)), np.sin(np.radians(20.0))
+    left_ear_up = np.array([[c, 0, -s], [0, 1, 0], [s, 0, c]])  # the left (+x) turns up (+z)
+    nose_left = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])  # the nose (-y) turns left (+x)
+    # The brain is round enough that an unturned or wrongly turned one still overlaps 0.87-0.93.
+    for study, rotation in ((rolled, left_ear_up), (turned, nose_left)):
+        assert agreement(study, rotation) > 0.98
+        assert max(agreement(study, np.eye(3)), agreement(study, rotation.T)) < 0.95
+    assert (rolled.head_roll_deg, turned.head_yaw_deg) == (20.0, 20.0)
+    uids = {pydicom.dcmread(write_series(s, tmp_path / name)[0]).StudyInstanceUID
+            for s, name in ((upright, "upright"), (rolled, "rolled"), (turned, "turned"))}
+    assert len(uids) == 3
+    with pytest.raises(ValueError, match="head roll must be within ±30 degrees, got 31"):
+        make_study(21, None, matrix=256, head_roll_deg=31.0)
+    with pytest.raises(ValueError, match="head yaw must be within ±30 degrees, got -40"):
+        make_study(21, None, matrix=256, head_yaw_deg=-40.0)

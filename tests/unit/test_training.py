@@ -330,7 +330,7 @@ def _render_calls(monkeypatch: pytest.MonkeyPatch, pools: list[SlicePool], studi
     calls: list[dict[str, object]] = []
 
     def fake_render(seed: int, lesion: str | None, **options: object) -> StudySlices:
-        calls.append({"seed": seed, **options})
+        calls.append({"seed": seed, "lesion": lesion, **options})
         empty = np.zeros((1, 8, 8), dtype=np.float16)
         return StudySlices(empty, empty, empty.astype(bool), lesion)
 
@@ -352,6 +352,7 @@ def test_a_pool_without_scanner_matrix_studies_renders_as_before(monkeypatch: py
 @pytest.mark.parametrize(("option", "bad", "shown", "config_field", "value"), [
     ("scanner_matrix_share", 1.5, "--scanner-matrix-share 1.5", "scanner_matrix_share", 0.5),
     ("extra_pitch", 40.0, "--extra-pitch 40", "extra_pitch_deg", 10.0),
+    ("older_subdurals", 1.2, "--older-subdurals 1.2", "older_subdurals", 0.5),
 ])
 def test_a_data_option_is_checked_and_keys_the_checkpoint(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], option: str, bad: float, shown: str,
@@ -458,6 +459,35 @@ def test_a_pool_without_extra_pitch_renders_as_before(monkeypatch: pytest.Monkey
     assert not any("head_pitch_deg" in c for c in plain)  # the render calls of earlier runs
     assert [c["seed"] for c in plain] == [c["seed"] for c in pitched]  # the same studies, pitched
     assert all(c["head_pitch_deg"] == extra_pitch(int(str(c["seed"])), 18.0) for c in pitched)
+
+
+def test_older_subdurals_are_drawn_per_study_from_its_seed() -> None:
+    from dicomnode.training.data import subdural_age
+
+    ages = [subdural_age(seed, 0.6) for seed in range(3000)]
+    assert ages == [subdural_age(seed, 0.6) for seed in range(3000)]  # from the seed alone
+    assert 0.37 < ages.count("acute") / 3000 < 0.43
+    assert 0.27 < ages.count("subacute") / 3000 < 0.33 and 0.27 < ages.count("chronic") / 3000 < 0.33
+    assert {subdural_age(seed, 0.0) for seed in range(200)} == {"acute"}
+    with pytest.raises(ValueError, match=r"within 0-1, got 1\.5"):
+        subdural_age(0, 1.5)
+    from dicomnode.training.export import _loss_text
+
+    assert "40% of subdural haematomas days old" in _loss_text(TrainConfig(older_subdurals=0.4))
+
+
+def test_a_pool_without_older_subdurals_renders_as_before(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dicomnode.training.data import subdural_age
+
+    pools = [SlicePool(seed=0, capacity=4, older_subdurals=share) for share in (0.0, 1.0)]
+    calls = _render_calls(monkeypatch, pools, 40)
+    plain, aged = calls[:40], calls[40:]
+    assert not any("subdural_age" in c for c in plain)  # the render calls of earlier runs
+    assert [c["seed"] for c in plain] == [c["seed"] for c in aged]
+    subdurals = [c for c in aged if c["lesion"] == "sdh"]
+    assert subdurals and all(c["subdural_age"] == subdural_age(int(str(c["seed"])), 1.0) != "acute"
+                             for c in subdurals)
+    assert not any("subdural_age" in c for c in aged if c["lesion"] != "sdh")
 
 
 def test_a_pitched_training_study_is_its_scan_with_the_head_pitched() -> None:
