@@ -70,6 +70,13 @@ from dicomnode.generators.ct import (
     quieter_slabs,
     to_model_grid,
 )
+from dicomnode.generators.orientation import (
+    LEARNT_ROLL_DEG,
+    LEARNT_YAW_DEG,
+    WARN_ROLL_DEG,
+    WARN_YAW_DEG,
+    head_turn,
+)
 from dicomnode.generators.patient import patient_age
 from dicomnode.outputs import (
     AlgorithmInfo,
@@ -387,7 +394,8 @@ def score_volume(volume: CtVolume, pseudo: np.ndarray, window: tuple[float, floa
     raw_ml = float((weight_per_slice * volume.slice_voxel_ml()).sum())
     score = settings.score(raw_ml)
     return TriageAnalysis(volume, pseudo, evidence, anomaly, slice_scores, raw_ml, score,
-                          settings.category(score), _open_skull_warning(volume, open_rings))
+                          settings.category(score),
+                          _open_skull_warning(volume, open_rings) + _turned_head_warning(volume, mask))
 
 
 def near_metal(metal_ml: np.ndarray, slab_half: int = 0) -> np.ndarray:
@@ -426,6 +434,27 @@ def _open_skull_warning(volume: CtVolume, slices: Sequence[int]) -> tuple[str, .
     return (f"the skull is open on {len(slices)} slice(s) {_where(volume, slices)} (a burr hole, a "
             "craniotomy, or a field of view that cuts the head?): the brain there was masked up to the "
             "bone's outline, and the edge of the opening may add evidence",)
+
+
+def _turned_head_warning(volume: CtVolume, mask: np.ndarray) -> tuple[str, ...]:
+    """What the reader should know where the head lies rolled or turned further than the
+    model learnt (`orientation.head_turn`)."""
+    positions = (np.asarray(volume.positions) if volume.positions
+                 else np.arange(volume.hu.shape[0]) * volume.slice_spacing)
+    turn = head_turn(volume.turn.apply(volume.hu), volume.turn.apply(mask),
+                     volume.turn.spacing(volume.pixel_spacing), positions)
+    if turn is None:
+        return ()
+    log.info("head rolled %.0f and turned %.0f degrees in the slices", turn.roll_deg, turn.yaw_deg)
+    parts = ([f"rolled about {abs(turn.roll_deg):.0f} degrees towards a shoulder"]
+             if abs(turn.roll_deg) >= WARN_ROLL_DEG else [])
+    parts += ([f"turned about {abs(turn.yaw_deg):.0f} degrees to a side"]
+              if abs(turn.yaw_deg) >= WARN_YAW_DEG else [])
+    if not parts:
+        return ()
+    return (f"the head lies {' and '.join(parts)} in the slices, further than the model learnt "
+            f"({LEARNT_ROLL_DEG:g} and {LEARNT_YAW_DEG:g} degrees): the two sides are cut at different "
+            "heights, and healthy structures may add evidence",)
 
 
 _TRUNCATE = 4.0  # Gaussian kernels reach this many sigmas
