@@ -26,8 +26,8 @@ degrees along with the head, whose sheared slices move the head from slice to sl
 it as before, a head pitched 20 degrees either way beyond the ±12 degrees training drew,
 which cuts it differently, a head rolled towards a shoulder or turned to a side by 20 degrees
 beyond the ±5 and ±8 degrees training drew, as a restless patient lies, an aneurysm coil, and
-contrast). Three more hold a subdural haematoma in every lesion study: fresh as in training,
-then days old (isodense) and weeks old (hypodense). Every series is read as the node reads it
+contrast). Three more hold a subdural haematoma in every lesion study, in 5 mm slices: fresh
+as in training, then days old (isodense) and weeks old (hypodense). Every series is read as the node reads it
 (a thin, noisy one as running slabs). Each re-scans the reference set's first studies (same
 seeds: the same heads, poses and lesions under the shifted scan), so the change is paired and
 comes with a bootstrap interval.
@@ -297,12 +297,14 @@ def conditions(unseen_vendors: list[str]) -> list[Condition]:
         Condition("head rolled 20 degrees (not in training)", head_roll_deg=20.0),
         Condition("head turned 20 degrees (not in training)", head_yaw_deg=20.0),
         Condition("an aneurysm coil and its streaks (not in training)", metal=True),
-        # Every lesion study a subdural of one age: fresh blood as trained, then older blood.
-        Condition("subdural haematomas only, acute 50-80 HU", lesion_as="sdh"),
-        Condition("subdural haematomas only, days old: isodense 30-45 HU (not in training)",
-                  lesion_as="sdh", subdural_age="subacute"),
-        Condition("subdural haematomas only, weeks old: hypodense 8-25 HU (not in training)",
-                  lesion_as="sdh", subdural_age="chronic"),
+        # Every lesion study a subdural of one age, in 5 mm slices as emergency heads are read:
+        # fresh blood as trained, then older blood.
+        Condition("subdural haematomas only, 5 mm slices, acute 50-80 HU", slice_thickness_mm=5.0,
+                  lesion_as="sdh"),
+        Condition("subdural haematomas only, 5 mm slices, days old: isodense 30-45 HU (not in training)",
+                  slice_thickness_mm=5.0, lesion_as="sdh", subdural_age="subacute"),
+        Condition("subdural haematomas only, 5 mm slices, weeks old: hypodense 8-25 HU (not in training)",
+                  slice_thickness_mm=5.0, lesion_as="sdh", subdural_age="chronic"),
         # The node refuses these (`read_series`); scored anyway, they show what the check prevents.
         Condition("contrast-enhanced, vessels 150 HU, agent not recorded (not in training)",
                   contrast_hu=150.0),
