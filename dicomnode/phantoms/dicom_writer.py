@@ -81,6 +81,11 @@ def write_series(
         key = (*key, "roll", study.head_roll_deg, "yaw", study.head_yaw_deg)
     if study.details.get("contrast_hu") is not None:
         key = (*key, "contrast", study.details["contrast_hu"])
+    # Another patient's scan where the head holds something else: a coil, older blood.
+    if "metal_radius_mm" in study.details:
+        key = (*key, "metal")
+    if study.details.get("subdural_age", "acute") != "acute":
+        key = (*key, "subdural", study.details["subdural_age"])
     study_uid = _uid("study", *key)
     series_uid = _uid("series", *key)
     frame_uid = _uid("frame", *key)

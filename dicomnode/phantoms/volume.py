@@ -269,6 +269,7 @@ def make_pair(
         head_yaw_deg=float(head_yaw_deg),
         details={"tissues": tissues, **(found.details if found else {}), "fov_mm": fov,
                  "contrast_hu": contrast_hu, "slices": grid.index,
+                 **({"subdural_age": subdural_age} if lesion == "sdh" else {}),
                  **(metal_drawn[2] if metal_drawn is not None else {})},
     )
     logger.debug("phantom seed=%d lesion=%s volume=%.2f ml", seed, lesion, study.lesion_volume_ml)

@@ -309,6 +309,11 @@ def test_an_older_subdural_is_the_same_collection_at_its_age_density(
     assert medians[0] > 50 > medians[1] > 25 > medians[2]
     assert cmd_phantom(tmp_path / "old", "sdh", 8, 5.0, 256, size="large", subdural_age="chronic") == 0
     assert "chronic" in capsys.readouterr().out
+    # Written side by side, the fresh and the old one are two studies, not one overwritten.
+    assert cmd_phantom(tmp_path / "fresh", "sdh", 8, 5.0, 256, size="large") == 0
+    uids = {pydicom.dcmread(next((tmp_path / name).glob("*.dcm"))).StudyInstanceUID
+            for name in ("old", "fresh")}
+    assert len(uids) == 2
     assert cmd_phantom(tmp_path / "bad", "ich", 8, 5.0, 256, subdural_age="chronic") == 2
     assert "needs --lesion sdh" in capsys.readouterr().out
     with pytest.raises(ValueError, match="unknown subdural age 'ancient'"):
@@ -400,6 +405,9 @@ def test_a_coiled_head_is_the_same_head_with_metal_and_its_streaks(
     assert not intracranial_metal(_through_dicom(plain)).any()
     assert cmd_phantom(tmp_path / "coiled", None, 4, 5.0, 256, metal=True) == 0
     assert "mm coil with its streaks" in capsys.readouterr().out
+    assert cmd_phantom(tmp_path / "plain", None, 4, 5.0, 256) == 0  # another study, not overwritten
+    assert len({pydicom.dcmread(next((tmp_path / name).glob("*.dcm"))).StudyInstanceUID
+                for name in ("coiled", "plain")}) == 2
 
 
 def test_training_slices_are_the_lesions_and_some_from_each_third() -> None:
