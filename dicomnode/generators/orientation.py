@@ -34,6 +34,8 @@ _MIN_SLICES, _MIN_SPAN_MM = 4, 30.0
 _SLAB_MM = 5.0  # thin slices are averaged over this thickness first: their noise hides the detail
 _LOCAL_MEAN_MM = 10.0  # what varies over more than this is the section's shape, not its content
 _FADE_MM = 8.0
+# Densities above grey matter read as grey matter: blood, on one side, would pull the line.
+_TISSUE_HU = 42.0
 
 
 @dataclass(frozen=True)
@@ -87,7 +89,7 @@ def _content(hu: np.ndarray, mask: np.ndarray, pixel_spacing: tuple[float, float
     inside = ndimage.zoom(ndimage.uniform_filter(mask.astype(np.float32), box), zoom, order=1) > 0.5
     if not inside.any():
         return np.zeros(inside.shape, dtype=np.float32)
-    tissue = ndimage.zoom(ndimage.uniform_filter(np.clip(hu, 0.0, 60.0).astype(np.float32), box), zoom,
+    tissue = ndimage.zoom(ndimage.uniform_filter(np.clip(hu, 0.0, _TISSUE_HU).astype(np.float32), box), zoom,
                           order=1) * inside
 
     def mean_inside(sigma_px: float) -> np.ndarray:
