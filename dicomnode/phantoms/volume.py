@@ -331,32 +331,22 @@ def _random_pose(rng: np.random.Generator) -> Pose:
     )
 
 
+def _plane_turn(start: int, end: int, angle_deg: float) -> np.ndarray:
+    """The LPS rotation by `angle_deg` that turns patient axis `start` towards axis `end`."""
+    angle = math.radians(angle_deg)
+    turn = np.eye(3)
+    turn[start, start] = turn[end, end] = math.cos(angle)
+    turn[end, start], turn[start, end] = math.sin(angle), -math.sin(angle)
+    return turn
+
+
 def about_left_right(angle_deg: float) -> np.ndarray:
     """The LPS rotation by `angle_deg` about the patient's left-right axis that a gantry tilt
     gives the slice plane: (0, 1, 0) turns towards (0, cos, sin)."""
-    angle = math.radians(angle_deg)
-    return np.array([[1.0, 0.0, 0.0],
-                     [0.0, math.cos(angle), -math.sin(angle)],
-                     [0.0, math.sin(angle), math.cos(angle)]])
+    return _plane_turn(1, 2, angle_deg)
 
 
 _LPS_RAS = np.diag([-1.0, -1.0, 1.0])  # flips LPS to RAS and back
-
-
-def _about_front_back(angle_deg: float) -> np.ndarray:
-    """The LPS rotation by `angle_deg` about the patient's front-back axis: left turns up."""
-    angle = math.radians(angle_deg)
-    return np.array([[math.cos(angle), 0.0, -math.sin(angle)],
-                     [0.0, 1.0, 0.0],
-                     [math.sin(angle), 0.0, math.cos(angle)]])
-
-
-def _about_head_foot(angle_deg: float) -> np.ndarray:
-    """The LPS rotation by `angle_deg` about the patient's head-foot axis: the nose turns left."""
-    angle = math.radians(angle_deg)
-    return np.array([[math.cos(angle), -math.sin(angle), 0.0],
-                     [math.sin(angle), math.cos(angle), 0.0],
-                     [0.0, 0.0, 1.0]])
 
 
 def _turned(pose: Pose, pitch_deg: float, roll_deg: float = 0.0, yaw_deg: float = 0.0) -> Pose:
@@ -364,7 +354,8 @@ def _turned(pose: Pose, pitch_deg: float, roll_deg: float = 0.0, yaw_deg: float 
     `pitch_deg` turns the slice planes (the pose lives in scanner RAS)."""
     if pitch_deg == roll_deg == yaw_deg == 0.0:
         return pose
-    lps = about_left_right(pitch_deg) @ _about_front_back(roll_deg) @ _about_head_foot(yaw_deg)
+    # Roll: the left (x) turns up (z); yaw: the nose (-y) turns left, so x turns towards y.
+    lps = about_left_right(pitch_deg) @ _plane_turn(0, 2, roll_deg) @ _plane_turn(0, 1, yaw_deg)
     turn = _LPS_RAS @ lps @ _LPS_RAS
     return Pose(turn @ pose.rotation, turn @ pose.translation, pose.scale, pose.warp)
 
