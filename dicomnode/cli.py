@@ -125,7 +125,7 @@ def _parser() -> argparse.ArgumentParser:
                          help="put a platinum coil into an aneurysm, with the streaks it casts across "
                               "its slices")
     phantom.add_argument("--subdural-age", choices=["acute", "subacute", "chronic"], default="acute",
-                         help="with --lesion sdh: fresh blood, 50-80 HU (default, as in training); days "
+                         help="with --lesion sdh: fresh blood, 50-80 HU (default); days "
                               "old, isodense to the cortex, 30-45 HU; or weeks old, hypodense, 8-25 HU")
     phantom.set_defaults(func=_phantom)
 

@@ -60,6 +60,7 @@ from dicomnode.generators.anomaly_triage import (
     score_volume,
 )
 from dicomnode.generators.ct import CtVolume, load_ct_volume, same_slabs
+from dicomnode.phantoms.lesions import SUBDURAL_AGES, describe_subdural_age
 from dicomnode.phantoms.volume import FULL_NOISE_CAP_HU, NOISE_CAP_HU
 
 if TYPE_CHECKING:
@@ -297,14 +298,9 @@ def conditions(unseen_vendors: list[str]) -> list[Condition]:
         Condition("head rolled 20 degrees (not in training)", head_roll_deg=20.0),
         Condition("head turned 20 degrees (not in training)", head_yaw_deg=20.0),
         Condition("an aneurysm coil and its streaks (not in training)", metal=True),
-        # Every lesion study a subdural of one age, in 5 mm slices as emergency heads are read:
-        # fresh blood as trained, then older blood.
-        Condition("subdural haematomas only, 5 mm slices, acute 50-80 HU", slice_thickness_mm=5.0,
-                  lesion_as="sdh"),
-        Condition("subdural haematomas only, 5 mm slices, days old: isodense 30-45 HU (not in training)",
-                  slice_thickness_mm=5.0, lesion_as="sdh", subdural_age="subacute"),
-        Condition("subdural haematomas only, 5 mm slices, weeks old: hypodense 8-25 HU (not in training)",
-                  slice_thickness_mm=5.0, lesion_as="sdh", subdural_age="chronic"),
+        # Every lesion study a subdural of one age, in 5 mm slices as emergency heads are read.
+        *[Condition(f"subdural haematomas only, 5 mm slices, {describe_subdural_age(age)}",
+                    slice_thickness_mm=5.0, lesion_as="sdh", subdural_age=age) for age in SUBDURAL_AGES],
         # The node refuses these (`read_series`); scored anyway, they show what the check prevents.
         Condition("contrast-enhanced, vessels 150 HU, agent not recorded (not in training)",
                   contrast_hu=150.0),

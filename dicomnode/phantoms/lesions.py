@@ -50,6 +50,13 @@ SUBDURAL_AGES: dict[str, tuple[float, float]] = {
     "subacute": (30.0, 45.0),
     "chronic": (8.0, 25.0),
 }
+_SUBDURAL_AGE_WORDS = {"acute": "fresh", "subacute": "days old, isodense", "chronic": "weeks old, hypodense"}
+
+
+def describe_subdural_age(age: str) -> str:
+    """E.g. 'weeks old, hypodense (8-25 HU)': one wording for help texts, conditions and cards."""
+    low, high = SUBDURAL_AGES[age]
+    return f"{_SUBDURAL_AGE_WORDS[age]} ({low:g}-{high:g} HU)"
 _SIZE_INDEX = {name: i for i, name in enumerate(SIZE_CLASSES)}
 _TRIES = 25
 

@@ -30,6 +30,7 @@ HU_MIN, HU_MAX = -1024, 3071
 DEFAULT_COVERAGE_MM = 160.0
 NOISE_CAP_HU = 10.0  # the most noise a training phantom's slices carry (std, HU)
 FULL_NOISE_CAP_HU = 30.0  # above any profile's thinnest slices (20 HU at 0.625 mm): no cap
+FIELD_OF_VIEW_MM = (220.0, 270.0)  # reconstruction field of view drawn for each phantom
 # Coverage is centred this far above the intracranial centre: skull base to vertex.
 _COVERAGE_OFFSET_MM = 10.0
 MAX_TURN_DEG = 30.0  # gantry tilt, and each turn of the head added to the drawn pose
@@ -166,7 +167,7 @@ def make_pair(
     touches and `healthy_slices` from each third of the coverage (training uses it to save
     time); `details["slices"]` lists them.
     `texture` replaces the scanner profile's noise and blur (its headers stay).
-    `field_of_view_mm` replaces the drawn reconstruction field of view (220-270 mm); the same
+    `field_of_view_mm` replaces the drawn reconstruction field of view (FIELD_OF_VIEW_MM); the same
     head, pose and lesion otherwise.
     `gantry_tilt_deg` scans the head with the gantry tilted (slice planes rotated about the
     patient's left-right axis, the table stepping along z): the slices are sheared, so the
@@ -206,7 +207,7 @@ def make_pair(
     )
     if not 0.5 <= thickness <= 10.0:
         raise ValueError(f"slice thickness must be within 0.5-10 mm, got {thickness}")
-    fov = float(scanner.uniform(220.0, 270.0))  # drawn in any case: the later draws stay the same
+    fov = float(scanner.uniform(*FIELD_OF_VIEW_MM))  # drawn in any case: the later draws stay the same
     if field_of_view_mm is not None:
         if not 120.0 <= field_of_view_mm <= 500.0:
             raise ValueError(f"field of view must be within 120-500 mm, got {field_of_view_mm:g}")

@@ -13,6 +13,8 @@ import torch
 import yaml
 
 from dicomnode.engines.manifest import file_sha256, load_manifest
+from dicomnode.phantoms.lesions import describe_subdural_age
+from dicomnode.phantoms.volume import FIELD_OF_VIEW_MM
 from dicomnode.training.data import MODEL_MATRIX, TEXTURE_RANGES, THICKNESSES
 from dicomnode.training.model import HU_WINDOW, PseudoHealthyUNet, parameter_count
 from dicomnode.training.train import LOSS_LOG, TrainConfig, TrainResult
@@ -20,7 +22,7 @@ from dicomnode.training.train import LOSS_LOG, TrainConfig, TrainResult
 logger = logging.getLogger(__name__)
 
 NAME = "anomaly_triage"
-VERSION = "0.8.0"
+VERSION = "0.9.0"
 INPUT_NAME = "image"
 OUTPUT_NAME = "pseudo_healthy"
 OPSET = 17
@@ -50,13 +52,15 @@ def manifest_dict(
     sha256: str, *, seed: int, command: str, studies: int, size: int = MODEL_MATRIX, mirrored: bool = False
 ) -> dict[str, Any]:
     thicknesses = "/".join(f"{t:g}" for t in THICKNESSES)
+    narrowest, widest = FIELD_OF_VIEW_MM
     tensor = {"dtype": "float32", "layout": "NCHW", "shape": ["batch", 1, size, size]}
     return {
         "name": NAME,
         "version": VERSION,
         "task": (
             f"pseudo-healthy restoration of non-contrast head CT slices on a {size}x{size} grid covering the "
-            "reconstruction field of view; anomaly map = input - output inside the intracranial mask"
+            f"reconstruction field of view ({narrowest:g}-{widest:g} mm as in training; wider is cut around "
+            "the head, narrower padded); anomaly map = input - output inside the intracranial mask"
         ),
         "file": "model.onnx",
         "sha256": sha256,
@@ -64,7 +68,9 @@ def manifest_dict(
         "inputs": [{"name": INPUT_NAME, **tensor, "shape": list(tensor["shape"])}],
         "outputs": [{"name": OUTPUT_NAME, **tensor, "shape": list(tensor["shape"])}],
         "dynamic_dims": {"batch": {"min": 1, "opt": 8, "max": MAX_BATCH}},
-        "preprocessing": {"hu_window": [HU_WINDOW[0], HU_WINDOW[1]], "normalize": "unit"},
+        # The node cuts a wider field of view to this range, so the head keeps the scale trained on.
+        "preprocessing": {"hu_window": [HU_WINDOW[0], HU_WINDOW[1]], "normalize": "unit",
+                          "field_of_view_mm": [narrowest, widest]},
         "training": {
             "command": command,
             "seed": seed,
@@ -158,8 +164,9 @@ def _loss_text(config: TrainConfig) -> str:
         text += (f"; each head pitched a further uniform ±{config.extra_pitch_deg:g} degrees about its "
                  "left-right axis besides the drawn pose's ±12")
     if config.older_subdurals:
-        text += (f"; {config.older_subdurals:.0%} of subdural haematomas days old (isodense, 30-45 HU) or "
-                 "weeks old (hypodense, 8-25 HU), half each, the rest fresh (50-80 HU)")
+        days, weeks, fresh = (describe_subdural_age(age) for age in ("subacute", "chronic", "acute"))
+        text += (f"; {config.older_subdurals:.0%} of subdural haematomas {days} or {weeks}, half each, "
+                 f"the rest {fresh}")
     return text
 
 

@@ -13,6 +13,7 @@ pytest.importorskip("scipy")
 
 from dicomnode.engines.manifest import file_sha256, load_manifest  # noqa: E402
 from dicomnode.phantoms.lesions import LESION_KINDS  # noqa: E402
+from dicomnode.phantoms.volume import FIELD_OF_VIEW_MM  # noqa: E402
 from dicomnode.training.data import SlicePool, StudySlices, window  # noqa: E402
 from dicomnode.training.export import check_parity, export_engine, export_onnx  # noqa: E402
 from dicomnode.training.model import (  # noqa: E402
@@ -127,6 +128,8 @@ def test_export_engine_writes_a_valid_model_folder(tmp_path: Path) -> None:
     manifest = load_manifest(out)
     assert manifest.sha256 == file_sha256(out / "model.onnx")
     assert manifest.preprocessing.hu_window == HU_WINDOW and manifest.preprocessing.normalize == "unit"
+    # Without the training field of view, the node would feed a 360 mm head at a scale never trained on.
+    assert manifest.preprocessing.field_of_view_mm == FIELD_OF_VIEW_MM
     assert manifest.torch_module == "dicomnode.training.model:build"
     card = (out / "card.md").read_text()
     assert "NOT FOR DIAGNOSIS" in card
