@@ -44,7 +44,7 @@ _TARGET_ML: dict[str, tuple[float, float]] = {
     "large": (16.0, 250.0),
 }
 # Subdural blood by age (HU): fresh clot; days old, isodense to the cortex as it lyses; weeks
-# old, a hypodense fluid collection. Training draws acute blood only.
+# old, a hypodense fluid collection. Training draws fresh blood unless `--older-subdurals`.
 SUBDURAL_AGES: dict[str, tuple[float, float]] = {
     "acute": (50.0, 80.0),
     "subacute": (30.0, 45.0),
@@ -54,9 +54,11 @@ _SUBDURAL_AGE_WORDS = {"acute": "fresh", "subacute": "days old, isodense", "chro
 
 
 def describe_subdural_age(age: str) -> str:
-    """E.g. 'weeks old, hypodense (8-25 HU)': one wording for help texts, conditions and cards."""
+    """E.g. 'weeks old, hypodense (8-25 HU)': one wording for evaluation conditions and model cards."""
     low, high = SUBDURAL_AGES[age]
     return f"{_SUBDURAL_AGE_WORDS[age]} ({low:g}-{high:g} HU)"
+
+
 _SIZE_INDEX = {name: i for i, name in enumerate(SIZE_CLASSES)}
 _TRIES = 25
 
