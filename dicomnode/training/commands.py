@@ -114,9 +114,12 @@ def cmd_train(
         + (f" --device {device}" if device != "cpu" else "")
         + (f" --init {init}" if init else "") + f" --out {output_dir}"
     )
+    continued = None
     if init is not None:
         command = f"{_provenance(init)} && {command}"
-    written = export_engine(result, output_dir, seed=seed, command=command, work_dir=work)
+        continued = _earlier_data(init)
+    written = export_engine(result, output_dir, seed=seed, command=command, work_dir=work,
+                            continued=continued)
     print(
         f"trained {model} in {time.monotonic() - start:.0f} s "
         f"({steps} steps, {result.studies} phantom studies)"
@@ -157,6 +160,14 @@ def parse_kind_weights(text: str) -> dict[str, float]:
 
 def format_kind_weights(weights: dict[str, float]) -> str:
     return ",".join(f"{kind}={weight:g}" for kind, weight in weights.items())
+
+
+def _earlier_data(weights: Path) -> str:
+    """What the model that produced `weights` was trained on, from the manifest beside them."""
+    try:
+        return load_manifest(weights.parent).training.data
+    except (DicomNodeError, OSError):
+        return f"unrecorded data (weights {weights.name} have no manifest beside them)"
 
 
 def _provenance(weights: Path) -> str:

@@ -49,8 +49,11 @@ def export_onnx(model: PseudoHealthyUNet, path: Path, size: int = MODEL_MATRIX) 
 
 
 def manifest_dict(
-    sha256: str, *, seed: int, command: str, studies: int, size: int = MODEL_MATRIX, mirrored: bool = False
+    sha256: str, *, seed: int, command: str, studies: int, size: int = MODEL_MATRIX, mirrored: bool = False,
+    continued: str | None = None,
 ) -> dict[str, Any]:
+    """The engine manifest. `continued` is the training data of the model this run continued
+    (`--init`), so a continuation does not describe its own run's studies as all it learnt from."""
     thicknesses = "/".join(f"{t:g}" for t in THICKNESSES)
     narrowest, widest = FIELD_OF_VIEW_MM
     tensor = {"dtype": "float32", "layout": "NCHW", "shape": ["batch", 1, size, size]}
@@ -78,6 +81,7 @@ def manifest_dict(
                 f"synthetic head CT phantoms (dicomnode.phantoms, MNI152 2009 anatomy), {studies} studies "
                 f"rendered on the fly at {size}x{size}, slice thickness {thicknesses} mm, "
                 "all lesion kinds and sizes plus healthy heads; targets are each study's lesion-free twin"
+                + (f"; continuing a model trained on: {continued}" if continued else "")
             ),
             "date": dt.date.today().isoformat(),
         },
@@ -105,9 +109,11 @@ def check_parity(
 
 
 def export_engine(
-    result: TrainResult, output_dir: Path, *, seed: int, command: str, work_dir: Path
+    result: TrainResult, output_dir: Path, *, seed: int, command: str, work_dir: Path,
+    continued: str | None = None,
 ) -> list[Path]:
-    """Write model.onnx, model.pt, manifest.yaml and card.md; the manifest is re-read to validate it."""
+    """Write model.onnx, model.pt, manifest.yaml and card.md; the manifest is re-read to validate it.
+    `continued`: the training data of the model the run continued, from its manifest."""
     output_dir.mkdir(parents=True, exist_ok=True)
     model = result.model.eval()
     onnx_path = output_dir / "model.onnx"
@@ -117,12 +123,12 @@ def export_engine(
     diff = check_parity(model, onnx_path)
     logger.info("ONNX vs torch max abs difference: %.2e", diff)
     manifest = manifest_dict(file_sha256(onnx_path), seed=seed, command=command, studies=result.studies,
-                             mirrored=model.mirrored)
+                             mirrored=model.mirrored, continued=continued)
     manifest_path = output_dir / "manifest.yaml"
     manifest_path.write_text(yaml.safe_dump(manifest, sort_keys=False, width=100), encoding="utf-8")
     load_manifest(output_dir)
     card = output_dir / "card.md"
-    card.write_text(card_text(result, manifest, work_dir / LOSS_LOG, diff), encoding="utf-8")
+    card.write_text(card_text(result, manifest, work_dir / LOSS_LOG, diff, continued), encoding="utf-8")
     return [onnx_path, weights, manifest_path, card]
 
 
@@ -190,8 +196,11 @@ def _hardware(config: TrainConfig) -> str:
     return f"{config.threads} CPU cores"
 
 
-def card_text(result: TrainResult, manifest: dict[str, Any], log_path: Path, parity: float) -> str:
+def card_text(result: TrainResult, manifest: dict[str, Any], log_path: Path, parity: float,
+              continued: str | None = None) -> str:
     size = MODEL_MATRIX
+    earlier = (f"\n- Continued (`--init`) from a model trained on: {continued}. The studies above are"
+               " this run's alone." if continued else "")
     curve = "\n".join(f"| {step} | {loss:.4f} |" for step, loss in loss_summary(log_path))
     return f"""# anomaly_triage {manifest["version"]}: pseudo-healthy head CT (phantom-trained)
 
@@ -226,7 +235,7 @@ intracranial mask; the study score ranks studies on the triage worklist.
   three vendor profiles), lesions of every kind (intraparenchymal, subdural, epidural,
   subarachnoid haemorrhage, infarct, mass with midline shift) and size, plus healthy heads.
   The target is the study's exact lesion-free twin (same head, pose and noise), so healthy
-  tissue is an identity example and lesions must be replaced by plausible anatomy.
+  tissue is an identity example and lesions must be replaced by plausible anatomy.{earlier}
 - Loss: {_loss_text(result.config)}; AdamW, cosine schedule, random 160x160 crops and
   left-right flips. A command chained with `&&` continues the first run's
   weights (`--init`) with the second's settings.

@@ -15,7 +15,7 @@ from dicomnode.engines.manifest import file_sha256, load_manifest  # noqa: E402
 from dicomnode.phantoms.lesions import LESION_KINDS  # noqa: E402
 from dicomnode.phantoms.volume import FIELD_OF_VIEW_MM  # noqa: E402
 from dicomnode.training.data import SlicePool, StudySlices, window  # noqa: E402
-from dicomnode.training.export import check_parity, export_engine, export_onnx  # noqa: E402
+from dicomnode.training.export import check_parity, export_engine, export_onnx, manifest_dict  # noqa: E402
 from dicomnode.training.model import (  # noqa: E402
     HU_WINDOW,
     PseudoHealthyUNet,
@@ -196,6 +196,23 @@ def test_a_continued_run_records_the_command_that_made_its_starting_weights(tmp_
     loose = tmp_path / "weights.pt"
     loose.write_bytes(b"not a model folder")
     assert file_sha256(loose) in _provenance(loose)
+
+
+def test_a_continued_run_describes_the_data_its_starting_weights_learnt_from(tmp_path: Path) -> None:
+    """A continuation's own studies are a few hundred; its manifest must not read as all it saw."""
+    from dicomnode.training.commands import _earlier_data
+
+    shipped = Path(__file__).resolve().parents[2] / "engines" / "anomaly_triage"
+    earlier = _earlier_data(shipped / "model.pt")
+    assert earlier == load_manifest(shipped).training.data
+    continued = manifest_dict("0" * 64, seed=1, command="dicomnode train", studies=215, continued=earlier)
+    assert continued["training"]["data"].startswith("synthetic head CT phantoms")
+    assert continued["training"]["data"].endswith(f"; continuing a model trained on: {earlier}")
+    fresh = manifest_dict("0" * 64, seed=1, command="dicomnode train", studies=215)
+    assert "continuing" not in fresh["training"]["data"]
+    loose = tmp_path / "weights.pt"
+    loose.write_bytes(b"not a model folder")
+    assert "unrecorded" in _earlier_data(loose)
 
 
 def test_huber_loss_lets_small_healthy_errors_go_and_keeps_the_lesion_pull() -> None:
