@@ -116,8 +116,8 @@ def cmd_train(
     )
     continued = None
     if init is not None:
-        command = f"{_provenance(init)} && {command}"
-        continued = _earlier_data(init)
+        earlier_command, continued = _provenance(init)
+        command = f"{earlier_command} && {command}"
     written = export_engine(result, output_dir, seed=seed, command=command, work_dir=work,
                             continued=continued)
     print(
@@ -162,17 +162,12 @@ def format_kind_weights(weights: dict[str, float]) -> str:
     return ",".join(f"{kind}={weight:g}" for kind, weight in weights.items())
 
 
-def _earlier_data(weights: Path) -> str:
-    """What the model that produced `weights` was trained on, from the manifest beside them."""
+def _provenance(weights: Path) -> tuple[str, str]:
+    """The command that produced `weights` and the data it was trained on, from the manifest
+    beside them, so the chain can be rerun and the continuation described."""
     try:
-        return load_manifest(weights.parent).training.data
+        training = load_manifest(weights.parent).training
     except (DicomNodeError, OSError):
-        return f"unrecorded data (weights {weights.name} have no manifest beside them)"
-
-
-def _provenance(weights: Path) -> str:
-    """The command that produced `weights`, from the manifest beside them, so the chain can be rerun."""
-    try:
-        return load_manifest(weights.parent).training.command
-    except (DicomNodeError, OSError):
-        return f"(weights {weights.name}, sha256 {file_sha256(weights)})"
+        return (f"(weights {weights.name}, sha256 {file_sha256(weights)})",
+                f"unrecorded data (weights {weights.name} have no manifest beside them)")
+    return training.command, training.data
