@@ -127,6 +127,9 @@ def _parser() -> argparse.ArgumentParser:
     phantom.add_argument("--subdural-age", choices=["acute", "subacute", "chronic"], default="acute",
                          help="with --lesion sdh: fresh blood, 50-80 HU (default); days "
                               "old, isodense to the cortex, 30-45 HU; or weeks old, hypodense, 8-25 HU")
+    phantom.add_argument("--mass-effect", action="store_true",
+                         help="with --lesion sdh or edh: the collection pushes the brain towards the other "
+                              "side, shifting the midline, instead of taking the place of its surface")
     phantom.set_defaults(func=_phantom)
 
     train = sub.add_parser("train", help="train a reference model and export it to the zoo (extra [train])")
@@ -275,7 +278,7 @@ def _phantom(args: argparse.Namespace) -> int:
                        head_pitch=args.head_pitch, head_roll=args.head_roll, head_yaw=args.head_yaw,
                        enhanced=args.enhanced, full_noise=args.full_noise,
                        contrast=args.contrast, metal=args.metal,
-                       subdural_age=args.subdural_age)
+                       subdural_age=args.subdural_age, mass_effect=args.mass_effect)
 
 
 def _train(args: argparse.Namespace) -> int:

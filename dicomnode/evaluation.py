@@ -27,10 +27,11 @@ it as before, a head pitched 20 degrees either way beyond the ±12 degrees train
 which cuts it differently, a head rolled towards a shoulder or turned to a side by 20 degrees
 beyond the ±5 and ±8 degrees training drew, as a restless patient lies, an aneurysm coil, and
 contrast). Three more hold a subdural haematoma in every lesion study, in 5 mm slices: fresh
-as in training, then days old (isodense) and weeks old (hypodense). Every series is read as the node reads it
-(a thin, noisy one as running slabs). Each re-scans the reference set's first studies (same
-seeds: the same heads, poses and lesions under the shifted scan), so the change is paired and
-comes with a bootstrap interval.
+as in training, then days old (isodense) and weeks old (hypodense); three more the same
+collections pushing the brain towards the other side, which training's never did. Every
+series is read as the node reads it (a thin, noisy one as running slabs). Each re-scans the
+reference set's first studies (same seeds: the same heads, poses and lesions under the shifted
+scan), so the change is paired and comes with a bootstrap interval.
 All of this is phantom evidence, not clinical evidence.
 """
 
@@ -97,6 +98,7 @@ class Condition:
     metal: bool = False  # an aneurysm coil and its streaks
     lesion_as: str | None = None  # every lesion study holds this kind (its drawn size) instead
     subdural_age: str = "acute"  # phantoms.lesions.SUBDURAL_AGES
+    mass_effect: bool = False  # subdural and epidural collections push the brain (`make_pair`)
 
     def __post_init__(self) -> None:
         if not self.patient_position.startswith("HF"):
@@ -176,7 +178,8 @@ def evaluate(engine: Engine, settings: TriageSettings, condition: Condition, cou
              "head_pitch_deg": condition.head_pitch_deg, "head_roll_deg": condition.head_roll_deg,
              "head_yaw_deg": condition.head_yaw_deg, "healthy_twin": lesion is not None,
              "noise_cap_hu": condition.noise_cap_hu, "contrast_hu": condition.contrast_hu,
-             "metal": condition.metal, "subdural_age": condition.subdural_age}
+             "metal": condition.metal, "subdural_age": condition.subdural_age,
+             "mass_effect": condition.mass_effect}
             for seed, lesion, size in plan]
     rendered = tqdm(zip(plan, _phantoms(jobs, render_workers), strict=True), total=len(plan),
                     desc=condition.name, disable=not progress, leave=False)
@@ -301,6 +304,10 @@ def conditions(unseen_vendors: list[str]) -> list[Condition]:
         # Every lesion study a subdural of one age, in 5 mm slices as emergency heads are read.
         *[Condition(f"subdural haematomas only, 5 mm slices, {describe_subdural_age(age)}",
                     slice_thickness_mm=5.0, lesion_as="sdh", subdural_age=age) for age in SUBDURAL_AGES],
+        # The same collections pushing the brain across the midline, as large ones do in life.
+        *[Condition(f"subdural haematomas pushing the brain (not in training), 5 mm slices, "
+                    f"{describe_subdural_age(age)}", slice_thickness_mm=5.0, lesion_as="sdh",
+                    subdural_age=age, mass_effect=True) for age in SUBDURAL_AGES],
         # The node refuses these (`read_series`); scored anyway, they show what the check prevents.
         Condition("contrast-enhanced, vessels 150 HU, agent not recorded (not in training)",
                   contrast_hu=150.0),

@@ -33,6 +33,7 @@ def cmd_phantom(
     contrast: float | None = None,
     metal: bool = False,
     subdural_age: str = "acute",
+    mass_effect: bool = False,
 ) -> int:
     """Generate one phantom study and write it as DICOM; returns the exit status."""
     if lesion is not None and lesion not in LESION_KINDS:
@@ -41,6 +42,9 @@ def cmd_phantom(
     if subdural_age != "acute" and lesion != "sdh":
         print(f"error: --subdural-age {subdural_age} needs --lesion sdh")
         return 2
+    if mass_effect and lesion not in ("sdh", "edh"):
+        print("error: --mass-effect needs --lesion sdh or edh (a mass always pushes)")
+        return 2
     start = time.monotonic()
     try:
         study = make_study(
@@ -48,7 +52,7 @@ def cmd_phantom(
             field_of_view_mm=field_of_view, gantry_tilt_deg=gantry_tilt,
             head_pitch_deg=head_pitch, head_roll_deg=head_roll, head_yaw_deg=head_yaw,
             noise_cap_hu=FULL_NOISE_CAP_HU if full_noise else NOISE_CAP_HU,
-            contrast_hu=contrast, metal=metal, subdural_age=subdural_age,
+            contrast_hu=contrast, metal=metal, subdural_age=subdural_age, mass_effect=mass_effect,
         )
     except (ValueError, KeyError) as exc:
         print(f"error: {exc}")
@@ -59,7 +63,9 @@ def cmd_phantom(
         "healthy head"
         if lesion is None
         else f"{LESION_NAMES[lesion]} ({study.lesion_size}, {study.lesion_volume_ml:.1f} ml"
-        + (f", {subdural_age}, {study.details['hu']:.0f} HU" if lesion == "sdh" else "") + ")"
+        + (f", {subdural_age}, {study.details['hu']:.0f} HU" if lesion == "sdh" else "")
+        + (f", midline shift {study.details['midline_shift_mm']:.1f} mm"
+           if "midline_shift_mm" in study.details else "") + ")"
     )
     dz, _, dx = study.spacing
     packed = " as one multi-frame instance" if enhanced else ""

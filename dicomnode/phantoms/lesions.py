@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 
 import numpy as np
@@ -50,6 +50,10 @@ SUBDURAL_AGES: dict[str, tuple[float, float]] = {
     "subacute": (30.0, 45.0),
     "chronic": (8.0, 25.0),
 }
+# With mass effect, the share of a collection's thickness by which the brain moves where it
+# crosses the midline: in life a subdural's midline shift is mostly within its thickness.
+MIDLINE_REACH = (0.35, 0.85)
+_FIXED_RIM_MM = 3.0
 _SUBDURAL_AGE_WORDS = {"acute": "fresh", "subacute": "days old, isodense", "chronic": "weeks old, hypodense"}
 
 
@@ -82,11 +86,13 @@ class Lesion:
 
 def add_lesion(
     hu: np.ndarray, anatomy: Anatomy, tissues: Tissues, kind: str, size: str, rng: np.random.Generator,
-    subdural_age: str = "acute",
+    subdural_age: str = "acute", mass_effect: bool = False,
 ) -> Lesion:
     """Draw a lesion of `kind` and `size` into `hu` (modified in place) and return it.
 
-    `subdural_age` (SUBDURAL_AGES) sets a subdural's density; its shape is drawn as at any age."""
+    `subdural_age` (SUBDURAL_AGES) sets a subdural's density; its shape is drawn as at any age.
+    With `mass_effect` a subdural or epidural collection pushes the brain towards the other side
+    (`details["midline_shift_mm"]`) instead of taking the place of its surface; masses always push."""
     if kind not in LESION_KINDS:
         raise ValueError(f"unknown lesion kind {kind!r}; expected one of {', '.join(LESION_KINDS)}")
     if size not in SIZE_CLASSES:
@@ -108,6 +114,8 @@ def add_lesion(
             break
     assert best is not None
     draft = best[1]
+    if mass_effect and kind in ("sdh", "edh"):  # drawn after the shape, which stays as without
+        draft = _pushing(draft, anatomy, tissues, rng)
     draft.paint(hu)
     return Lesion(kind, size, draft.box, draft.fraction.astype(np.float32), draft.details)
 
@@ -118,6 +126,7 @@ class _Draft:
     fraction: np.ndarray
     paint: Callable[[np.ndarray], None]
     details: dict[str, float] = field(default_factory=dict)
+    on_table: np.ndarray | None = None  # a collection's seed voxel on the inner table
 
 
 def _box(anatomy: Anatomy, center: np.ndarray, radius: float) -> tuple[Box, tuple[np.ndarray, ...]]:
@@ -179,7 +188,9 @@ def _draft_ich(anatomy: Anatomy, tissues: Tissues, size: int, rng: np.random.Gen
 
 def _draft_extra_axial(
     anatomy: Anatomy, size: int, rng: np.random.Generator, lens: bool
-) -> tuple[Box, np.ndarray, dict[str, float]]:
+) -> tuple[Box, np.ndarray, np.ndarray, dict[str, float]]:
+    """A subdural crescent or epidural lens against the inner table: box, fraction, seed voxel
+    on the table and its shape."""
     if lens:  # epidural: biconvex, thick and short
         thick = float(rng.uniform(*((3.0, 6.0), (8.0, 14.0), (15.0, 28.0))[size]))
         extent = float(rng.uniform(*((12.0, 20.0), (22.0, 32.0), (32.0, 45.0))[size]))
@@ -196,7 +207,7 @@ def _draft_extra_axial(
     side = np.sign(center[0] + anatomy.origin[0])
     x_ras = (np.arange(box[0].start, box[0].stop) + anatomy.origin[0])[:, None, None]
     frac = frac * np.clip(side * x_ras - 1.0, 0.0, 1.0)
-    return box, frac.astype(np.float32), {"thickness_mm": thick, "extent_mm": extent}
+    return box, frac.astype(np.float32), center, {"thickness_mm": thick, "extent_mm": extent}
 
 
 def _displace_intracranial(
@@ -215,21 +226,74 @@ def _displace_intracranial(
     return paint
 
 
+def _pushing_collection(
+    anatomy: Anatomy, tissues: Tissues, box: Box, frac: np.ndarray, value: float, center: np.ndarray,
+    thickness: float, extent: float, reach_share: float,
+) -> tuple[Callable[[np.ndarray], None], float]:
+    """Paint for a collection that pushes the brain away from the skull instead of taking its
+    place, and the midline shift (mm) that follows.
+
+    The brain under the collection moves inwards by its thickness, less with distance from it,
+    and by `reach_share` of the thickness where it crosses the midline (the falx bows with it).
+    Tissue within _FIXED_RIM_MM of the skull never moves, and nothing is drawn from there, so the
+    skull is not pulled inwards.
+    """
+    towards = anatomy.to_voxel(anatomy.center) - center
+    towards /= np.linalg.norm(towards)
+    to_midline = max(abs(float(center[0] + anatomy.origin[0])), 10.0)
+    sigma = to_midline / float(np.sqrt(2.0 * np.log(1.0 / reach_share)))
+    push_box, off = _box(anatomy, center, max(min(2.5 * sigma, 120.0), extent))  # holds `box`
+    depth = -anatomy.sd[push_box]
+    distance = np.sqrt(off[0] ** 2 + off[1] ** 2 + off[2] ** 2)
+    # Sources stay _FIXED_RIM_MM inside the table: interpolation would blend in the bone.
+    magnitude = np.minimum(thickness * np.exp(-0.5 * (distance / sigma) ** 2),
+                           np.maximum(depth - _FIXED_RIM_MM, 0.0))
+    x_ras = (np.arange(push_box[0].start, push_box[0].stop) + anatomy.origin[0])[:, None, None]
+    at_midline = np.broadcast_to(np.abs(x_ras) < 1.0, magnitude.shape) & (depth > 0.0)
+    midline = float(np.max(np.abs(magnitude * towards[0])[at_midline], initial=0.0))
+    icv = intracranial_fraction(anatomy.sd)
+    share = np.minimum(frac, icv[box]).astype(np.float32)
+    content = np.zeros(anatomy.shape, dtype=np.float32)  # per unit of intracranial space
+    content[push_box] = ((anatomy.gm[push_box] * tissues.gm + anatomy.wm[push_box] * tissues.wm
+                          + np.clip(icv[push_box] - anatomy.gm[push_box] - anatomy.wm[push_box], 0.0, 1.0)
+                          * tissues.csf) / np.maximum(icv[push_box], 1e-3))
+    inner = tuple(slice(b.start - p.start, b.stop - p.start) for b, p in zip(box, push_box, strict=True))
+
+    def paint(hu: np.ndarray) -> None:
+        source = [np.broadcast_to(o + c, magnitude.shape) - magnitude * t
+                  for o, c, t in zip(off, center, towards, strict=True)]
+        moved_content = ndimage.map_coordinates(content, source, order=1)[inner]
+        hu[push_box] = ndimage.map_coordinates(hu, source, order=1)
+        hu[box] += share * (value - moved_content)
+
+    return paint, midline
+
+
+def _draft_collection(anatomy: Anatomy, tissues: Tissues, size: int, rng: np.random.Generator, lens: bool,
+                      hu_range: tuple[float, float]) -> _Draft:
+    box, frac, center, details = _draft_extra_axial(anatomy, size, rng, lens)
+    value = float(rng.uniform(*hu_range))
+    return _Draft(box, frac, _displace_intracranial(anatomy, tissues, box, frac, value),
+                  {**details, "hu": value}, on_table=center)
+
+
+def _pushing(draft: _Draft, anatomy: Anatomy, tissues: Tissues, rng: np.random.Generator) -> _Draft:
+    """The same collection, pushing the brain (`_pushing_collection`)."""
+    assert draft.on_table is not None
+    details = draft.details
+    paint, midline = _pushing_collection(anatomy, tissues, draft.box, draft.fraction, details["hu"],
+                                         draft.on_table, details["thickness_mm"], details["extent_mm"],
+                                         float(rng.uniform(*MIDLINE_REACH)))
+    return replace(draft, paint=paint, details={**details, "midline_shift_mm": midline})
+
+
 def _draft_sdh(anatomy: Anatomy, tissues: Tissues, size: int, rng: np.random.Generator,
                age: str = "acute") -> _Draft:
-    box, frac, details = _draft_extra_axial(anatomy, size, rng, lens=False)
-    value = float(rng.uniform(*SUBDURAL_AGES[age]))
-    return _Draft(
-        box, frac, _displace_intracranial(anatomy, tissues, box, frac, value), {**details, "hu": value}
-    )
+    return _draft_collection(anatomy, tissues, size, rng, False, SUBDURAL_AGES[age])
 
 
 def _draft_edh(anatomy: Anatomy, tissues: Tissues, size: int, rng: np.random.Generator) -> _Draft:
-    box, frac, details = _draft_extra_axial(anatomy, size, rng, lens=True)
-    value = float(rng.uniform(60.0, 90.0))
-    return _Draft(
-        box, frac, _displace_intracranial(anatomy, tissues, box, frac, value), {**details, "hu": value}
-    )
+    return _draft_collection(anatomy, tissues, size, rng, True, (60.0, 90.0))
 
 
 # Places where subarachnoid blood collects (RAS mm): sylvian fissures, basal cisterns, convexity.

@@ -114,6 +114,7 @@ def make_study(
     contrast_hu: float | None = None,
     metal: bool = False,
     subdural_age: str = "acute",
+    mass_effect: bool = False,
 ) -> PhantomStudy:
     """A synthetic head CT (non-contrast unless `contrast_hu`); `lesion` is one of LESION_KINDS or None
     for a healthy head."""
@@ -135,6 +136,7 @@ def make_study(
         contrast_hu=contrast_hu,
         metal=metal,
         subdural_age=subdural_age,
+        mass_effect=mass_effect,
     )[0]
 
 
@@ -160,6 +162,7 @@ def make_pair(
     contrast_hu: float | None = None,
     metal: bool = False,
     subdural_age: str = "acute",
+    mass_effect: bool = False,
 ) -> tuple[PhantomStudy, np.ndarray | None]:
     """The study and, with `healthy_twin`, the same study's HU without its lesion (same noise).
 
@@ -188,6 +191,9 @@ def make_pair(
     (`phantoms.metal`); the twin has both. Training never saw metal.
     `subdural_age` (`lesions.SUBDURAL_AGES`) sets a subdural's density: acute as in training,
     or days or weeks old (isodense, hypodense); the same shape at any age.
+    `mass_effect` makes a subdural or epidural collection push the brain towards the other side
+    (`details["midline_shift_mm"]`) instead of taking the place of its surface, as a large one
+    does in life; the twin is the unpushed head. Training's collections never pushed.
     """
     if lesion is not None and lesion not in LESION_KINDS:
         raise ValueError(f"unknown lesion kind {lesion!r}; expected one of {', '.join(LESION_KINDS)}")
@@ -229,7 +235,7 @@ def make_pair(
     if lesion is not None:
         size = lesion_size or SIZE_CLASSES[int(rng["lesion"].integers(len(SIZE_CLASSES)))]
         hu = healthy.copy()
-        found = add_lesion(hu, anatomy, tissues, lesion, size, rng["lesion"], subdural_age)
+        found = add_lesion(hu, anatomy, tissues, lesion, size, rng["lesion"], subdural_age, mass_effect)
     n_slices = max(1, round(coverage_mm / thickness))
     tilt = math.radians(gantry_tilt_deg)
     grid = _Grid(anatomy, pose, matrix, fov, thickness, n_slices, np.arange(n_slices), tilt)
@@ -271,6 +277,7 @@ def make_pair(
         details={"tissues": tissues, **(found.details if found else {}), "fov_mm": fov,
                  "contrast_hu": contrast_hu, "slices": grid.index,
                  **({"subdural_age": subdural_age} if lesion == "sdh" else {}),
+                 **({"mass_effect": True} if mass_effect and lesion in ("sdh", "edh") else {}),
                  **(metal_drawn[2] if metal_drawn is not None else {})},
     )
     logger.debug("phantom seed=%d lesion=%s volume=%.2f ml", seed, lesion, study.lesion_volume_ml)

@@ -67,6 +67,11 @@ def test_only_chooses_shifted_conditions_by_name(capsys: pytest.CaptureFixture[s
     assert not any(c.gantry_tilt_deg for c in pitched)
     turned = shifted_conditions(shifted, "ed 20 degrees (not")  # rolled and turned, not the others
     assert [(c.head_roll_deg, c.head_yaw_deg) for c in turned] == [(20.0, 0.0), (0.0, 20.0)]
+    flat = shifted_conditions(shifted, "subdural haematomas only")
+    pushing = shifted_conditions(shifted, "pushing the brain")
+    for group, pushes in ((flat, False), (pushing, True)):
+        assert [(c.lesion_as, c.subdural_age, c.mass_effect) for c in group] == [
+            ("sdh", age, pushes) for age in ("acute", "subacute", "chronic")]
     assert shifted_conditions(shifted, None) == shifted
     with pytest.raises(ValueError, match=r"'sideways' names no shifted condition.*1 mm slices"):
         shifted_conditions(shifted, "sideways")

@@ -320,6 +320,35 @@ def test_an_older_subdural_is_the_same_collection_at_its_age_density(
         make_study(8, "sdh", matrix=256, subdural_age="ancient")
 
 
+def test_a_collection_with_mass_effect_pushes_the_brain_across_the_midline(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    flat = make_study(5, "edh", slice_thickness_mm=5.0, matrix=256, lesion_size="large")
+    pushed = make_study(5, "edh", slice_thickness_mm=5.0, matrix=256, lesion_size="large", mass_effect=True)
+    # The same collection, drawn first: its mask and density stay as without mass effect.
+    assert np.array_equal(pushed.lesion_mask, flat.lesion_mask)
+    assert pushed.details["hu"] == flat.details["hu"]
+    assert "midline_shift_mm" not in flat.details
+    assert 2.0 <= pushed.details["midline_shift_mm"] <= pushed.details["thickness_mm"]
+    # The brain moved: the ventricles' CSF (0-15 HU deep inside) lies elsewhere, and on the far
+    # side of the midline from the collection it gained ground.
+    core = ndimage.binary_erosion(pushed.brain_mask, np.ones((1, 3, 3)), iterations=20) & ~pushed.lesion_mask
+    cols = np.arange(256)[None, None, :]
+
+    def csf_column(study: PhantomStudy) -> float:
+        csf = core & (study.hu < 15)
+        return float((np.broadcast_to(cols, csf.shape)[csf]).mean())
+    lesion_column = float(np.broadcast_to(cols, flat.lesion_mask.shape)[flat.lesion_mask].mean())
+    moved = csf_column(pushed) - csf_column(flat)
+    assert abs(moved) > 1.0
+    assert np.sign(moved) == -np.sign(lesion_column - 127.5)  # away from the collection
+    # Bone stays where it was: the skull is not pulled in.
+    assert np.logical_xor(pushed.hu > 300, flat.hu > 300).sum() < 0.001 * (flat.hu > 300).sum()
+    assert cmd_phantom(tmp_path / "pushed", "sdh", 8, 5.0, 256, size="large", mass_effect=True) == 0
+    assert "midline shift" in capsys.readouterr().out
+    assert cmd_phantom(tmp_path / "bad", "ich", 8, 5.0, 256, mass_effect=True) == 2
+    assert "needs --lesion sdh or edh" in capsys.readouterr().out
+
+
 def test_cmd_phantom_full_noise_writes_thin_slices_noisier_than_training(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from dicomnode.generators.ct import image_noise_hu, load_ct_volume
