@@ -61,6 +61,7 @@ from dicomnode.generators.anomaly_triage import (
     score_volume,
 )
 from dicomnode.generators.ct import CtVolume, load_ct_volume, same_slabs
+from dicomnode.generators.midline import WARN_SHIFT_MM
 from dicomnode.phantoms.lesions import SUBDURAL_AGES, describe_subdural_age
 from dicomnode.phantoms.volume import FULL_NOISE_CAP_HU, NOISE_CAP_HU
 
@@ -113,6 +114,7 @@ class StudyResult:
     raw_ml: float
     # raw_ml against the exact lesion-free twin (a flawless generator); 0 for healthy heads
     flawless_raw_ml: float = 0.0
+    midline_shift_mm: float | None = None  # as the node measured it (`midline.midline_shift`)
 
 
 @dataclass
@@ -194,11 +196,13 @@ def evaluate(engine: Engine, settings: TriageSettings, condition: Condition, cou
         volume = reading.volume
         analysis = analyse_volume(volume, engine, settings)
         if twin is None:
-            result.studies.append(StudyResult(lesion, size, analysis.score, analysis.raw_ml))
+            result.studies.append(StudyResult(lesion, size, analysis.score, analysis.raw_ml,
+                                              midline_shift_mm=analysis.midline_shift_mm))
             continue
         twin = same_slabs(volume, as_stored(condition.patient_position, twin))
         flawless = score_volume(volume, np.clip(twin, *window).astype(np.float32), window, settings)
-        result.studies.append(StudyResult(lesion, size, analysis.score, analysis.raw_ml, flawless.raw_ml))
+        result.studies.append(StudyResult(lesion, size, analysis.score, analysis.raw_ml, flawless.raw_ml,
+                                          analysis.midline_shift_mm))
         # The masks as the series is stored (the difference map is on the stored pixels).
         inside = as_stored(condition.patient_position, study.brain_mask)
         truth = as_stored(condition.patient_position, study.lesion_mask) & inside
@@ -271,6 +275,7 @@ def summary_rows(result: ConditionResult) -> list[tuple[str, str]]:
     rows = [("all lesions", study_metrics(lambda s: True))]
     rows += [(f"kind {k}", study_metrics(lambda s, k=k: s.lesion == k)) for k in LESION_KINDS]  # type: ignore[misc]
     rows += [(f"size {z}", study_metrics(lambda s, z=z: s.size == z)) for z in SIZE_CLASSES]  # type: ignore[misc]
+    rows.append(("midline shift", _midline_summary(result)))
     if result.pixel_labels:
         auprc = metrics.average_precision(np.concatenate(result.pixel_labels),
                                           np.concatenate(result.pixel_scores))
@@ -279,6 +284,23 @@ def summary_rows(result: ConditionResult) -> list[tuple[str, str]]:
         rows.append(("pixels", f"AUPRC {auprc:.3f} · mean Dice {mean_dice[best]:.3f} at "
                                f"{_DICE_THRESHOLDS[best]:g} HU"))
     return rows
+
+
+def _midline_summary(result: ConditionResult) -> str:
+    """How many studies the node warns of a midline shift, and the ranking were they put first."""
+    def shifted(study: StudyResult) -> bool:
+        return study.midline_shift_mm is not None and abs(study.midline_shift_mm) >= WARN_SHIFT_MM
+
+    healthy = [s for s in result.studies if s.lesion is None]
+    lesions = [s for s in result.studies if s.lesion is not None]
+    measured = [abs(s.midline_shift_mm) for s in healthy if s.midline_shift_mm is not None]
+    y, _ = result.labels()
+    first = np.array([max(s.score, 100.0 + abs(s.midline_shift_mm or 0.0)) if shifted(s) else s.score
+                      for s in result.studies])
+    return (f"{WARN_SHIFT_MM:g} mm or more: {sum(map(shifted, lesions))} of {len(lesions)} lesion studies, "
+            f"{sum(map(shifted, healthy))} of {len(healthy)} healthy heads (largest "
+            f"{max(measured, default=0.0):.1f} mm; not measured on {len(healthy) - len(measured)}) · "
+            f"AUC {metrics.roc_auc(y, first):.3f} were those ranked first")
 
 
 def conditions(unseen_vendors: list[str]) -> list[Condition]:
@@ -346,7 +368,8 @@ def render(results: list[ConditionResult], settings: TriageSettings, engine: Eng
         lines.append("")
         rows = summary_rows(result)
         if result is not reference:  # a few lesions of each kind: only the totals and sizes
-            rows = [row for row in rows if row[0] == "all lesions" or row[0].startswith("size ")]
+            rows = [row for row in rows
+                    if row[0] in ("all lesions", "midline shift") or row[0].startswith("size ")]
         lines += ["| subset | result |", "| --- | --- |"] + [f"| {a} | {b} |" for a, b in rows] + [""]
     return "\n".join(lines)
 

@@ -70,6 +70,7 @@ from dicomnode.generators.ct import (
     quieter_slabs,
     to_model_grid,
 )
+from dicomnode.generators.midline import WARN_SHIFT_MM, midline_shift
 from dicomnode.generators.orientation import (
     LEARNT_ROLL_DEG,
     LEARNT_YAW_DEG,
@@ -184,6 +185,7 @@ class TriageAnalysis:
     score: float
     category: str
     warnings: tuple[str, ...] = ()  # for the worklist: how the series was read (`read_series`)
+    midline_shift_mm: float | None = None  # + to the patient's left (`midline.midline_shift`)
 
     def top_slices(self, count: int) -> list[int]:
         order = np.argsort(-self.slice_scores, kind="stable")
@@ -393,9 +395,11 @@ def score_volume(volume: CtVolume, pseudo: np.ndarray, window: tuple[float, floa
     slice_scores = (anomaly > 0).sum(axis=(1, 2)) * pixel_cm2
     raw_ml = float((weight_per_slice * volume.slice_voxel_ml()).sum())
     score = settings.score(raw_ml)
+    shift = _midline_shift(volume, mask)
     return TriageAnalysis(volume, pseudo, evidence, anomaly, slice_scores, raw_ml, score,
                           settings.category(score),
-                          _open_skull_warning(volume, open_rings) + _turned_head_warning(volume, mask))
+                          _open_skull_warning(volume, open_rings) + _turned_head_warning(volume, mask)
+                          + _midline_warning(shift), shift)
 
 
 def near_metal(metal_ml: np.ndarray, slab_half: int = 0) -> np.ndarray:
@@ -436,13 +440,37 @@ def _open_skull_warning(volume: CtVolume, slices: Sequence[int]) -> tuple[str, .
             "bone's outline, and the edge of the opening may add evidence",)
 
 
+def _positions(volume: CtVolume) -> np.ndarray:
+    return (np.asarray(volume.positions) if volume.positions
+            else np.arange(volume.hu.shape[0]) * volume.slice_spacing)
+
+
+def _midline_shift(volume: CtVolume, mask: np.ndarray) -> float | None:
+    """The septum's offset from the skull's midline (mm, + to the patient's left), in the
+    standard axial view whatever way the series was stored (`midline.midline_shift`)."""
+    found = midline_shift(volume.turn.apply(volume.hu), volume.turn.apply(mask),
+                          volume.turn.spacing(volume.pixel_spacing), _positions(volume))
+    if found is None:
+        return None
+    log.info("septum %.1f mm to the patient's %s of the skull's midline (%d slices)", abs(found.shift_mm),
+             "left" if found.shift_mm > 0 else "right", found.slices)
+    return found.shift_mm
+
+
+def _midline_warning(shift_mm: float | None) -> tuple[str, ...]:
+    if shift_mm is None or abs(shift_mm) < WARN_SHIFT_MM:
+        return ()
+    towards, away = ("left", "right") if shift_mm > 0 else ("right", "left")
+    return (f"midline shift: the septum pellucidum lies about {abs(shift_mm):.0f} mm to the patient's "
+            f"{towards} of the skull's midline; something on the {away} may be pushing the brain, "
+            "whatever its density",)
+
+
 def _turned_head_warning(volume: CtVolume, mask: np.ndarray) -> tuple[str, ...]:
     """What the reader should know where the head lies rolled or turned further than the
     model learnt (`orientation.head_turn`)."""
-    positions = (np.asarray(volume.positions) if volume.positions
-                 else np.arange(volume.hu.shape[0]) * volume.slice_spacing)
     turn = head_turn(volume.turn.apply(volume.hu), volume.turn.apply(mask),
-                     volume.turn.spacing(volume.pixel_spacing), positions)
+                     volume.turn.spacing(volume.pixel_spacing), _positions(volume))
     if turn is None:
         return ()
     log.info("head rolled %.0f and turned %.0f degrees in the slices", turn.roll_deg, turn.yaw_deg)
@@ -543,7 +571,9 @@ class AnomalyTriage:
             thumbnail_png=_thumbnail(heatmaps[shown]),
             warnings=analysis.warnings,
             details={"raw_ml": analysis.raw_ml, "model": algorithm.name, "version": algorithm.version,
-                     **({"slab_mm": analysis.volume.slab_mm} if analysis.volume.slab_mm else {})},
+                     **({"slab_mm": analysis.volume.slab_mm} if analysis.volume.slab_mm else {}),
+                     **({"midline_shift_mm": round(analysis.midline_shift_mm, 1)}
+                        if analysis.midline_shift_mm is not None else {})},
         ))
 
 

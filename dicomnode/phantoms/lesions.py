@@ -50,8 +50,8 @@ SUBDURAL_AGES: dict[str, tuple[float, float]] = {
     "subacute": (30.0, 45.0),
     "chronic": (8.0, 25.0),
 }
-# With mass effect, the share of a collection's thickness by which the brain moves where it
-# crosses the midline: in life a subdural's midline shift is mostly within its thickness.
+# With mass effect, the share of a collection's thickness by which the brain moves at the septum
+# pellucidum: in life a subdural's midline shift is mostly within its thickness.
 MIDLINE_REACH = (0.35, 0.85)
 _FIXED_RIM_MM = 3.0
 _SUBDURAL_AGE_WORDS = {"acute": "fresh", "subacute": "days old, isodense", "chronic": "weeks old, hypodense"}
@@ -136,6 +136,43 @@ def _box(anatomy: Anatomy, center: np.ndarray, radius: float) -> tuple[Box, tupl
     box: Box = (slice(lo[0], hi[0]), slice(lo[1], hi[1]), slice(lo[2], hi[2]))
     gx, gy, gz = np.ogrid[box[0], box[1], box[2]]
     return box, (gx - center[0], gy - center[1], gz - center[2])
+
+
+def septum_points(anatomy: Anatomy) -> np.ndarray:
+    """Template voxels (n, 3) of the septum pellucidum: on the midsagittal plane, with a lateral
+    ventricle within 6 mm on either side. Where radiologists measure a midline shift. (The
+    largest deep CSF space is the lateral ventricles, joined through the third.)"""
+    cached = _SEPTUM.get(id(anatomy))
+    if cached is not None:
+        return cached
+    everywhere = (slice(None), slice(None), slice(None))
+    deep_csf = (csf_fraction_in(anatomy, everywhere) > 0.5) & (anatomy.sd < -25.0)
+    labels, count = ndimage.label(deep_csf)
+    sizes = ndimage.sum_labels(deep_csf, labels, np.arange(1, count + 1))
+    ventricles = labels == 1 + int(np.argmax(sizes))  # both lateral ventricles, joined below
+    mid = round(-anatomy.origin[0])  # x = 0 (RAS)
+    ys, zs = np.nonzero(ventricles[mid - 6:mid].any(axis=0) & ventricles[mid + 1:mid + 7].any(axis=0))
+    points = np.stack([np.full_like(ys, mid), ys, zs], axis=1)
+    _SEPTUM[id(anatomy)] = points
+    return points
+
+
+def _septum_shift(anatomy: Anatomy, box: Box, moved_x: np.ndarray) -> float:
+    """Mean displacement along RAS x (mm, + to the patient's right) of the septum, from the
+    displacement `moved_x` over `box` (zero outside it)."""
+    points = septum_points(anatomy)
+    lo = np.array([b.start for b in box])
+    hi = np.array([b.stop for b in box])
+    inside = np.all((points >= lo) & (points < hi), axis=1)
+    if not points.size:
+        return 0.0
+    moved = np.zeros(len(points))
+    local = points[inside] - lo
+    moved[inside] = np.broadcast_to(moved_x, tuple(hi - lo))[local[:, 0], local[:, 1], local[:, 2]]
+    return float(moved.mean())
+
+
+_SEPTUM: dict[int, np.ndarray] = {}
 
 
 def _pick(points: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -229,19 +266,20 @@ def _displace_intracranial(
 def _pushing_collection(
     anatomy: Anatomy, tissues: Tissues, box: Box, frac: np.ndarray, value: float, center: np.ndarray,
     thickness: float, extent: float, reach_share: float,
-) -> tuple[Callable[[np.ndarray], None], float]:
+) -> tuple[Callable[[np.ndarray], None], float, float]:
     """Paint for a collection that pushes the brain away from the skull instead of taking its
-    place, and the midline shift (mm) that follows.
+    place, the midline shift (mm) that follows, largest anywhere on the midsagittal plane, and
+    the septum's (`_septum_shift`).
 
-    The brain under the collection moves inwards by its thickness, less with distance from it,
-    and by `reach_share` of the thickness where it crosses the midline (the falx bows with it).
+    The brain under the collection moves inwards by its thickness, less with distance from it:
+    by `reach_share` of the thickness at the septum pellucidum (the falx bows with it).
     Tissue within _FIXED_RIM_MM of the skull never moves, and nothing is drawn from there, so the
     skull is not pulled inwards.
     """
     towards = anatomy.to_voxel(anatomy.center) - center
     towards /= np.linalg.norm(towards)
-    to_midline = max(abs(float(center[0] + anatomy.origin[0])), 10.0)
-    sigma = to_midline / float(np.sqrt(2.0 * np.log(1.0 / reach_share)))
+    to_septum = max(float(np.linalg.norm(septum_points(anatomy).mean(axis=0) - center)), 10.0)
+    sigma = to_septum / float(np.sqrt(2.0 * np.log(1.0 / reach_share)))
     push_box, off = _box(anatomy, center, max(min(2.5 * sigma, 120.0), extent))  # holds `box`
     depth = -anatomy.sd[push_box]
     distance = np.sqrt(off[0] ** 2 + off[1] ** 2 + off[2] ** 2)
@@ -251,6 +289,7 @@ def _pushing_collection(
     x_ras = (np.arange(push_box[0].start, push_box[0].stop) + anatomy.origin[0])[:, None, None]
     at_midline = np.broadcast_to(np.abs(x_ras) < 1.0, magnitude.shape) & (depth > 0.0)
     midline = float(np.max(np.abs(magnitude * towards[0])[at_midline], initial=0.0))
+    septum = _septum_shift(anatomy, push_box, magnitude * towards[0])
     icv = intracranial_fraction(anatomy.sd)
     share = np.minimum(frac, icv[box]).astype(np.float32)
     content = np.zeros(anatomy.shape, dtype=np.float32)  # per unit of intracranial space
@@ -266,7 +305,7 @@ def _pushing_collection(
         hu[push_box] = ndimage.map_coordinates(hu, source, order=1)
         hu[box] += share * (value - moved_content)
 
-    return paint, midline
+    return paint, midline, septum
 
 
 def _draft_collection(anatomy: Anatomy, tissues: Tissues, size: int, rng: np.random.Generator, lens: bool,
@@ -281,10 +320,11 @@ def _pushing(draft: _Draft, anatomy: Anatomy, tissues: Tissues, rng: np.random.G
     """The same collection, pushing the brain (`_pushing_collection`)."""
     assert draft.on_table is not None
     details = draft.details
-    paint, midline = _pushing_collection(anatomy, tissues, draft.box, draft.fraction, details["hu"],
+    paint, midline, septum = _pushing_collection(anatomy, tissues, draft.box, draft.fraction, details["hu"],
                                          draft.on_table, details["thickness_mm"], details["extent_mm"],
                                          float(rng.uniform(*MIDLINE_REACH)))
-    return replace(draft, paint=paint, details={**details, "midline_shift_mm": midline})
+    return replace(draft, paint=paint,
+                   details={**details, "midline_shift_mm": midline, "septum_shift_mm": septum})
 
 
 def _draft_sdh(anatomy: Anatomy, tissues: Tissues, size: int, rng: np.random.Generator,
@@ -411,6 +451,7 @@ def _draft_mass(anatomy: Anatomy, tissues: Tissues, size: int, rng: np.random.Ge
     necrotic = size == 2 and rng.random() < 0.5
     core_hu = np.where(blob < 0.45, value - 25.0, value) if necrotic else np.full_like(core, value)
     midline = float(np.max(np.abs(off[0] * shift)[np.abs(grid[0] + anatomy.origin[0]) < 1.0], initial=0.0))
+    septum = _septum_shift(anatomy, box, off[0] * shift)
 
     def paint(hu: np.ndarray) -> None:
         hu[box] = ndimage.map_coordinates(hu, source, order=1)
@@ -418,7 +459,8 @@ def _draft_mass(anatomy: Anatomy, tissues: Tissues, size: int, rng: np.random.Ge
         hu[box] = hu[box] * (1.0 - core) + core * core_hu
 
     frac = np.maximum(core, np.clip(edema * 2.0, 0.0, 1.0) * (edema > 0.2))
-    return _Draft(box, frac, paint, {"radius_mm": radius, "hu": value, "midline_shift_mm": midline})
+    return _Draft(box, frac, paint, {"radius_mm": radius, "hu": value, "midline_shift_mm": midline,
+                                     "septum_shift_mm": septum})
 
 
 _DRAFTERS: dict[str, Callable[[Anatomy, Tissues, int, np.random.Generator], _Draft]] = {
