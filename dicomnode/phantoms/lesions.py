@@ -92,7 +92,8 @@ def add_lesion(
 
     `subdural_age` (SUBDURAL_AGES) sets a subdural's density; its shape is drawn as at any age.
     With `mass_effect` a subdural or epidural collection pushes the brain towards the other side
-    (`details["midline_shift_mm"]`) instead of taking the place of its surface; masses always push."""
+    (`details["midline_shift_mm"]`, `details["septum_shift_mm"]`) instead of taking the place of
+    its surface; masses always push."""
     if kind not in LESION_KINDS:
         raise ValueError(f"unknown lesion kind {kind!r}; expected one of {', '.join(LESION_KINDS)}")
     if size not in SIZE_CLASSES:
@@ -161,11 +162,11 @@ def _septum_shift(anatomy: Anatomy, box: Box, moved_x: np.ndarray) -> float:
     """Mean displacement along RAS x (mm, + to the patient's right) of the septum, from the
     displacement `moved_x` over `box` (zero outside it)."""
     points = septum_points(anatomy)
+    if not points.size:
+        return 0.0
     lo = np.array([b.start for b in box])
     hi = np.array([b.stop for b in box])
     inside = np.all((points >= lo) & (points < hi), axis=1)
-    if not points.size:
-        return 0.0
     moved = np.zeros(len(points))
     local = points[inside] - lo
     moved[inside] = np.broadcast_to(moved_x, tuple(hi - lo))[local[:, 0], local[:, 1], local[:, 2]]
@@ -320,9 +321,9 @@ def _pushing(draft: _Draft, anatomy: Anatomy, tissues: Tissues, rng: np.random.G
     """The same collection, pushing the brain (`_pushing_collection`)."""
     assert draft.on_table is not None
     details = draft.details
-    paint, midline, septum = _pushing_collection(anatomy, tissues, draft.box, draft.fraction, details["hu"],
-                                         draft.on_table, details["thickness_mm"], details["extent_mm"],
-                                         float(rng.uniform(*MIDLINE_REACH)))
+    paint, midline, septum = _pushing_collection(
+        anatomy, tissues, draft.box, draft.fraction, details["hu"], draft.on_table, details["thickness_mm"],
+        details["extent_mm"], float(rng.uniform(*MIDLINE_REACH)))
     return replace(draft, paint=paint,
                    details={**details, "midline_shift_mm": midline, "septum_shift_mm": septum})
 
