@@ -22,7 +22,8 @@ def _read(study: PhantomStudy, position: str = "HFS") -> tuple[CtVolume, np.ndar
 
 
 @pytest.mark.parametrize(("seed", "thickness", "roll", "yaw"), [
-    (31, 5.0, 0.0, 0.0), (31, 5.0, 20.0, 0.0), (32, 2.5, -15.0, 0.0), (32, 2.5, 0.0, 18.0), (33, 1.0, 12.0, -12.0),
+    (31, 5.0, 0.0, 0.0), (31, 5.0, 20.0, 0.0), (32, 2.5, -15.0, 0.0), (32, 2.5, 0.0, 18.0),
+    (33, 1.0, 12.0, -12.0),
 ])
 def test_a_healthy_head_reads_no_shift_however_it_lies(seed: int, thickness: float, roll: float,
                                                         yaw: float) -> None:
@@ -45,7 +46,8 @@ def test_a_collection_pushing_the_brain_is_warned_of_whatever_its_density(
     volume, _ = _read(study, position)
     window = (-20.0, 120.0)
     unchanged = np.clip(volume.hu, *window).astype(np.float32)  # no density evidence at all
-    analysis = score_volume(volume, unchanged, window, TriageSettings.from_params(load_config(None).anomaly_triage))
+    settings = TriageSettings.from_params(load_config(None).anomaly_triage)
+    analysis = score_volume(volume, unchanged, window, settings)
     assert analysis.midline_shift_mm is not None
     assert analysis.midline_shift_mm == pytest.approx(truth, abs=2.5)
     [warning] = [w for w in analysis.warnings if w.startswith("midline shift")]
