@@ -129,6 +129,10 @@ class TriageSettings:
     # adult heads (MNI152 anatomy); a child's skull, brain and white matter differ. 0: every age.
     # A series that states no age is triaged.
     min_patient_age_years: float = 18.0
+    # A study whose septum lies at least this far from the skull's midline (mm) is critical
+    # whatever its score; 0: off, the shift is only warned of (from 5 mm). Phantom-tested only:
+    # see the model card's "Subdural blood that pushes the brain".
+    midline_shift_critical_mm: float = 0.0
 
     @classmethod
     def from_params(cls, *layers: Mapping[str, Any]) -> TriageSettings:
@@ -158,8 +162,9 @@ class TriageSettings:
                     "max_noise_hu", "slab_noise_hu", "max_enhanced_ml", "warn_enhanced_ml"):
             if getattr(settings, key) <= 0:
                 raise ConfigError(f"anomaly_triage.{key}: must be positive")
-        if settings.min_patient_age_years < 0:
-            raise ConfigError("anomaly_triage.min_patient_age_years: must be 0 or more")
+        for key in ("min_patient_age_years", "midline_shift_critical_mm"):
+            if getattr(settings, key) < 0:
+                raise ConfigError(f"anomaly_triage.{key}: must be 0 or more")
         return settings
 
     def score(self, raw_ml: float) -> float:
@@ -396,8 +401,10 @@ def score_volume(volume: CtVolume, pseudo: np.ndarray, window: tuple[float, floa
     raw_ml = float((weight_per_slice * volume.slice_voxel_ml()).sum())
     score = settings.score(raw_ml)
     shift = _midline_shift(volume, mask)
+    shifted = (settings.midline_shift_critical_mm > 0 and shift is not None
+               and abs(shift) >= settings.midline_shift_critical_mm)
     return TriageAnalysis(volume, pseudo, evidence, anomaly, slice_scores, raw_ml, score,
-                          settings.category(score),
+                          "critical" if shifted else settings.category(score),
                           _open_skull_warning(volume, open_rings) + _turned_head_warning(volume, mask)
                           + _midline_warning(shift), shift)
 

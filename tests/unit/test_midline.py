@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from dicomnode.config import load_config
+from dicomnode.errors import ConfigError
 from dicomnode.generators.anomaly_triage import TriageSettings, score_volume
 from dicomnode.generators.ct import CtVolume, brain_mask
 from dicomnode.generators.midline import WARN_SHIFT_MM, midline_shift
@@ -53,6 +54,9 @@ def test_a_collection_pushing_the_brain_is_warned_of_whatever_its_density(
     [warning] = [w for w in analysis.warnings if w.startswith("midline shift")]
     side = "left" if truth > 0 else "right"
     assert f"to the patient's {side}" in warning
+    assert analysis.category == "routine"  # no density evidence: the shift alone decides nothing
+    critical = TriageSettings.from_params(load_config(None).anomaly_triage, {"midline_shift_critical_mm": 5})
+    assert score_volume(volume, unchanged, window, critical).category == "critical"
 
 
 def test_the_same_collection_not_pushing_reads_no_shift() -> None:
@@ -60,6 +64,11 @@ def test_the_same_collection_not_pushing_reads_no_shift() -> None:
                                     subdural_age="chronic"))
     shift = midline_shift(volume.hu, mask, volume.pixel_spacing, np.array(volume.positions))
     assert shift is not None and abs(shift.shift_mm) < 3.0
+
+
+def test_the_critical_shift_setting_is_checked() -> None:
+    with pytest.raises(ConfigError, match="midline_shift_critical_mm: must be 0 or more"):
+        TriageSettings.from_params({"midline_shift_critical_mm": -5})
 
 
 def test_without_a_skull_or_ventricles_there_is_nothing_to_measure() -> None:
