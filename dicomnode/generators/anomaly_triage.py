@@ -32,7 +32,10 @@ read the slabs.
    where a slice may be missing is scored from its neighbours and reported as a warning;
 6. study score (0-100) = 100 × (1 − exp(−raw / `calibration_ml`)): monotone, so ranking is
    unchanged, and calibrated on held-out healthy phantoms so that the configured
-   thresholds (`urgent`, `critical`) separate the categories.
+   thresholds (`urgent`, `critical`) separate the categories;
+7. the midline shift (`midline.midline_shift`: the septum's offset from the skull's plane of
+   symmetry) is warned of from 5 mm whatever the score; with `midline_shift_critical_mm` set, a
+   study shifted that far is critical.
 """
 
 from __future__ import annotations
