@@ -248,3 +248,33 @@ def test_a_thin_noisy_series_is_triaged_as_running_slabs(tmp_path: Path, orthanc
         path = tmp_path / f"result{i}.dcm"
         ds.save_as(path, enforce_file_format=True)
         assert validate(path) == [], f"{ds.Modality} {ds.SeriesDescription}"
+
+
+@pytest.mark.skipif(not MODEL.exists(), reason="the anomaly_triage model is not in the zoo")
+def test_a_chronic_subdural_pushing_the_brain_is_named_by_its_midline_shift(tmp_path: Path,
+                                                                           orthanc: Orthanc) -> None:
+    """A weeks-old collection, hypodense like the fluid it lies in, that moves the septum 6-7 mm:
+    the worklist names the shift and, with midline_shift_critical_mm set, ranks it critical."""
+    from dicomnode.phantoms import make_study, write_series
+
+    study = make_study(21, "sdh", slice_thickness_mm=5.0, matrix=256, lesion_size="large",
+                       subdural_age="chronic", mass_effect=True)
+    assert abs(study.details["septum_shift_mm"]) >= 5.0
+    files = write_series(study, tmp_path / "pushed")
+    rules = [{**TRIAGE_RULES[0], "params": {"midline_shift_critical_mm": 5}}]
+    pacs = {"pacs": {"host": "127.0.0.1", "port": orthanc.dicom_port, "ae_title": orthanc.aet}}
+    with NodeProcess(tmp_path / "node", rules=rules, destinations=pacs,
+                     engines={"models_dir": str(REPO / "engines"), "backend": "onnxruntime"}) as node:
+        result = storescu(node.port, files)
+        assert result.returncode == 0, result.stderr
+        wait_for(lambda: _report_and_heatmaps(orthanc), 300, "the report and its heat maps in Orthanc",
+                 interval=0.5)
+        assert node.query("SELECT state, error FROM jobs") == [("done", None)], node.log()[-3000:]
+        ((category, warnings),) = node.query("SELECT category, warnings FROM worklist")
+
+    assert category == "critical"
+    shifts = [w for w in json.loads(warnings) if w.startswith("midline shift")]
+    assert len(shifts) == 1, warnings
+    # The phantom's shift is along RAS x, whose positive direction is the patient's right.
+    side = "left" if study.details["septum_shift_mm"] < 0 else "right"
+    assert f"to the patient's {side}" in shifts[0]
