@@ -92,7 +92,8 @@ def midline_shift(hu: np.ndarray, mask: np.ndarray, pixel_spacing: tuple[float, 
 def _skull_plane(hu: np.ndarray, pixel_spacing: tuple[float, float], positions: np.ndarray) -> _Plane | None:
     """The plane about which the skull best matches its mirror image."""
     every = max(1, int(_GRID_MM // float(np.median(np.diff(positions)))))  # thin slices: a few will do
-    hu, positions = hu[::every], positions[::every]
+    if positions[::every].size >= 3:
+        hu, positions = hu[::every], positions[::every]
     zoom = (pixel_spacing[0] / _GRID_MM, pixel_spacing[1] / _GRID_MM)
     bone = np.stack([ndimage.zoom((section > BONE_HU).astype(np.float32), zoom, order=1) for section in hu])
     # Positions may be uneven: resample the slices to even steps along the series first.

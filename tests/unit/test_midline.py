@@ -78,3 +78,6 @@ def test_without_a_skull_or_ventricles_there_is_nothing_to_measure() -> None:
     soft = np.minimum(volume.hu, 80.0)  # no bone: no plane to measure from
     assert midline_shift(soft, mask, volume.pixel_spacing, positions) is None
     assert midline_shift(volume.hu, np.zeros_like(mask), volume.pixel_spacing, positions) is None
+    # Three thin slices are too few to thin out for the skull's plane: all three are used.
+    thin = midline_shift(volume.hu[12:15], mask[12:15], volume.pixel_spacing, np.array([0.0, 0.5, 1.0]))
+    assert thin is None or abs(thin.shift_mm) < 3.0
