@@ -64,8 +64,8 @@ def cmd_phantom(
         if lesion is None
         else f"{LESION_NAMES[lesion]} ({study.lesion_size}, {study.lesion_volume_ml:.1f} ml"
         + (f", {subdural_age}, {study.details['hu']:.0f} HU" if lesion == "sdh" else "")
-        + (f", midline shift {study.details['midline_shift_mm']:.1f} mm"
-           if "midline_shift_mm" in study.details else "") + ")"
+        + (_septum_words(study.details["septum_shift_mm"]) if "septum_shift_mm" in study.details else "")
+        + ")"
     )
     dz, _, dx = study.spacing
     packed = " as one multi-frame instance" if enhanced else ""
@@ -84,3 +84,8 @@ def cmd_phantom(
     )
     print("synthetic phantom data - NOT FOR DIAGNOSIS")
     return 0
+
+
+def _septum_words(shift_mm: float) -> str:
+    """How far the lesion moved the septum pellucidum (along RAS x: + is the patient's right)."""
+    return f", septum moved {abs(shift_mm):.1f} mm to the patient's {'right' if shift_mm > 0 else 'left'}"

@@ -344,7 +344,7 @@ def test_a_collection_with_mass_effect_pushes_the_brain_across_the_midline(
     # Bone stays where it was: the skull is not pulled in.
     assert np.logical_xor(pushed.hu > 300, flat.hu > 300).sum() < 0.001 * (flat.hu > 300).sum()
     assert cmd_phantom(tmp_path / "pushed", "sdh", 8, 5.0, 256, size="large", mass_effect=True) == 0
-    assert "midline shift" in capsys.readouterr().out
+    assert "septum moved" in capsys.readouterr().out
     assert cmd_phantom(tmp_path / "bad", "ich", 8, 5.0, 256, mass_effect=True) == 2
     assert "needs --lesion sdh or edh" in capsys.readouterr().out
 
