@@ -27,6 +27,7 @@ from dicomnode.generators.ct import BONE_HU
 
 WARN_SHIFT_MM = 5.0  # a midline shift radiologists act on
 _GRID_MM = 3.0  # the bone is compared at this pixel size
+_BONE_BLUR_MM = 3.0  # the bone is blurred in-plane so that the fit sees a smooth optimum
 _BONE_POINTS = 3000  # bone voxels the plane's symmetry is measured at (a fixed, seeded sample)
 # Where the search starts: tan of the turn (yaw) and of the roll, to about ±30 degrees.
 _ROW_SLOPES = np.linspace(-0.6, 0.6, 7)
@@ -102,7 +103,7 @@ def _skull_plane(hu: np.ndarray, pixel_spacing: tuple[float, float], positions: 
     order = np.interp(even, positions, np.arange(positions.size))
     where = np.meshgrid(order, np.arange(bone.shape[1]), np.arange(bone.shape[2]), indexing="ij")
     bone = ndimage.map_coordinates(bone, where, order=1)
-    field = ndimage.gaussian_filter(bone, (1.0, 1.5 * 2.0 / _GRID_MM, 1.5 * 2.0 / _GRID_MM))
+    field = ndimage.gaussian_filter(bone, (1.0, _BONE_BLUR_MM / _GRID_MM, _BONE_BLUR_MM / _GRID_MM))
     k, r, c = np.nonzero(bone > 0.5)
     if k.size < 100:
         return None

@@ -248,14 +248,19 @@ def _draft_extra_axial(
     return box, frac.astype(np.float32), center, {"thickness_mm": thick, "extent_mm": extent}
 
 
+def _intracranial_content(anatomy: Anatomy, tissues: Tissues, box: Box) -> tuple[np.ndarray, np.ndarray]:
+    """The intracranial fraction of each voxel in `box` and the HU of its intracranial part."""
+    icv = intracranial_fraction(anatomy.sd[box])
+    gm, wm = anatomy.gm[box], anatomy.wm[box]
+    csf = np.clip(icv - gm - wm, 0.0, 1.0)
+    return icv, (gm * tissues.gm + wm * tissues.wm + csf * tissues.csf) / np.maximum(icv, 1e-3)
+
+
 def _displace_intracranial(
     anatomy: Anatomy, tissues: Tissues, box: Box, frac: np.ndarray, value: float
 ) -> Callable[[np.ndarray], None]:
     """Blood takes the place of intracranial content only, never of the bone sharing a voxel."""
-    icv = intracranial_fraction(anatomy.sd[box])
-    gm, wm = anatomy.gm[box], anatomy.wm[box]
-    csf = np.clip(icv - gm - wm, 0.0, 1.0)
-    content = (gm * tissues.gm + wm * tissues.wm + csf * tissues.csf) / np.maximum(icv, 1e-3)
+    icv, content = _intracranial_content(anatomy, tissues, box)
     share = np.minimum(frac, icv)
 
     def paint(hu: np.ndarray) -> None:
@@ -291,13 +296,11 @@ def _pushing_collection(
     at_midline = np.broadcast_to(np.abs(x_ras) < 1.0, magnitude.shape) & (depth > 0.0)
     midline = float(np.max(np.abs(magnitude * towards[0])[at_midline], initial=0.0))
     septum = _septum_shift(anatomy, push_box, magnitude * towards[0])
-    icv = intracranial_fraction(anatomy.sd)
-    share = np.minimum(frac, icv[box]).astype(np.float32)
-    content = np.zeros(anatomy.shape, dtype=np.float32)  # per unit of intracranial space
-    content[push_box] = ((anatomy.gm[push_box] * tissues.gm + anatomy.wm[push_box] * tissues.wm
-                          + np.clip(icv[push_box] - anatomy.gm[push_box] - anatomy.wm[push_box], 0.0, 1.0)
-                          * tissues.csf) / np.maximum(icv[push_box], 1e-3))
     inner = tuple(slice(b.start - p.start, b.stop - p.start) for b, p in zip(box, push_box, strict=True))
+    icv, pushed_content = _intracranial_content(anatomy, tissues, push_box)
+    share = np.minimum(frac, icv[inner]).astype(np.float32)
+    content = np.zeros(anatomy.shape, dtype=np.float32)  # sources may fall just outside push_box
+    content[push_box] = pushed_content
 
     def paint(hu: np.ndarray) -> None:
         source = [np.broadcast_to(o + c, magnitude.shape) - magnitude * t
