@@ -565,6 +565,7 @@ class AnomalyTriage:
             top_slices=[SliceFinding(sources[i], float(analysis.slice_scores[i]), analysis.region(i))
                         for i in top],
             slice_possibly_missing=bool(analysis.volume.suspected_gaps),
+            midline_shift_mm=analysis.midline_shift_mm,
         )
         report = triage_report(sources, finding, series_uid=generate_uid(),
                                series_number=series_number + 1, algorithm=algorithm)

@@ -74,9 +74,14 @@ class TriageFinding:
     top_slices: list[SliceFinding] = field(default_factory=list)
     # The series looks like it lost a slice (a gap much wider than its neighbours').
     slice_possibly_missing: bool = False
+    # The septum pellucidum's offset from the skull's midline (mm, + to the patient's left);
+    # None where it could not be measured.
+    midline_shift_mm: float | None = None
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.score) and 0.0 <= self.score <= 100.0):
             raise ValueError(f"study score must lie in 0..100, got {self.score}")
         if self.category.lower() not in TRIAGE_CATEGORIES:
             raise ValueError(f"category must be one of {TRIAGE_CATEGORIES}, got {self.category!r}")
+        if self.midline_shift_mm is not None and not math.isfinite(self.midline_shift_mm):
+            raise ValueError("midline shift must be finite or None")

@@ -13,9 +13,12 @@ Content tree (one measurement group, TID 1501):
   - "Triage category": critical / urgent / routine (qualitative evaluation)
   - "Input series completeness": "Slice possibly missing" (qualitative evaluation), only when
     the series has a gap much wider than the gaps beside it
+  - "Midline shift" (mm, UCUM "mm"): how far the septum pellucidum lies from the skull's plane
+    of symmetry, whatever its size, and "Midline shift direction": the side of the patient it
+    lies towards (SCT Left / Right; left out below 0.05 mm); both only where it was measured
 
-DICOM has no standard concepts for an anomaly score or these triage categories, so they are
-coded in the private scheme "99DCMNODE" (declared in CodingSchemeIdentificationSequence);
+DICOM has no standard concepts for an anomaly score, these triage categories or the midline
+shift, so they are coded in the private scheme "99DCMNODE" (declared in CodingSchemeIdentificationSequence);
 everything else uses DCM, SCT and UCUM. The report says it is machine-generated through
 the device observer, the algorithm identification, VerificationFlag UNVERIFIED and a
 SeriesDescription starting with "AI".
@@ -46,6 +49,8 @@ SLICE_ANOMALY_SCORE = Code("DN0002", CODING_SCHEME, "Slice anomaly score")
 TRIAGE_CATEGORY = Code("DN0003", CODING_SCHEME, "Triage category")
 INPUT_COMPLETENESS = Code("DN0004", CODING_SCHEME, "Input series completeness")
 SLICE_POSSIBLY_MISSING = Code("DN0201", CODING_SCHEME, "Slice possibly missing")
+MIDLINE_SHIFT = Code("DN0005", CODING_SCHEME, "Midline shift")
+MIDLINE_SHIFT_DIRECTION = Code("DN0006", CODING_SCHEME, "Midline shift direction")
 CATEGORY_CODES = {
     "critical": Code("DN0101", CODING_SCHEME, "Critical"),
     "urgent": Code("DN0102", CODING_SCHEME, "Urgent"),
@@ -103,6 +108,14 @@ def triage_report(
     evaluations = [hd.sr.QualitativeEvaluation(TRIAGE_CATEGORY, CATEGORY_CODES[finding.category.lower()])]
     if finding.slice_possibly_missing:
         evaluations.append(hd.sr.QualitativeEvaluation(INPUT_COMPLETENESS, SLICE_POSSIBLY_MISSING))
+    if finding.midline_shift_mm is not None:
+        shift = round(finding.midline_shift_mm, 1)
+        measurements.append(hd.sr.Measurement(name=MIDLINE_SHIFT, value=abs(shift),
+                                              unit=codes.UCUM.Millimeter,
+                                              algorithm_id=_algorithm_id(algorithm)))
+        if shift != 0.0:
+            side = codes.SCT.Left if shift > 0 else codes.SCT.Right
+            evaluations.append(hd.sr.QualitativeEvaluation(MIDLINE_SHIFT_DIRECTION, side))
     group = hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier="Anomaly triage"),
         algorithm_id=algorithm_id,

@@ -31,21 +31,26 @@ TRIAGE_RULES = [{
 }]
 
 
-def _score(report: Dataset) -> float:
-    """The study anomaly score (code DN0001) from the SR content tree."""
-    def walk(items: Any) -> float | None:
+def _content_item(report: Dataset, code: str) -> Dataset | None:
+    """The first content item of the SR whose concept name has this code value, or None."""
+    def walk(items: Any) -> Dataset | None:
         for item in items or []:
             names = item.get("ConceptNameCodeSequence") or []
-            if item.get("ValueType") == "NUM" and names and names[0].CodeValue == "DN0001":
-                return float(item.MeasuredValueSequence[0].NumericValue)
+            if names and names[0].CodeValue == code:
+                return item
             found = walk(item.get("ContentSequence"))
             if found is not None:
                 return found
         return None
 
-    value = walk(report.ContentSequence)
-    assert value is not None, "no anomaly score in the report"
-    return value
+    return walk(report.ContentSequence)
+
+
+def _score(report: Dataset) -> float:
+    """The study anomaly score (code DN0001) from the SR content tree."""
+    item = _content_item(report, "DN0001")
+    assert item is not None and item.ValueType == "NUM", "no anomaly score in the report"
+    return float(item.MeasuredValueSequence[0].NumericValue)
 
 
 def _report_and_heatmaps(orthanc: Orthanc) -> list[Dataset] | None:
@@ -267,8 +272,8 @@ def test_a_chronic_subdural_pushing_the_brain_is_named_by_its_midline_shift(tmp_
                      engines={"models_dir": str(REPO / "engines"), "backend": "onnxruntime"}) as node:
         result = storescu(node.port, files)
         assert result.returncode == 0, result.stderr
-        wait_for(lambda: _report_and_heatmaps(orthanc), 300, "the report and its heat maps in Orthanc",
-                 interval=0.5)
+        received = wait_for(lambda: _report_and_heatmaps(orthanc), 300,
+                            "the report and its heat maps in Orthanc", interval=0.5)
         assert node.query("SELECT state, error FROM jobs") == [("done", None)], node.log()[-3000:]
         ((category, warnings),) = node.query("SELECT category, warnings FROM worklist")
 
@@ -278,3 +283,15 @@ def test_a_chronic_subdural_pushing_the_brain_is_named_by_its_midline_shift(tmp_
     # The phantom's shift is along RAS x, whose positive direction is the patient's right.
     side = "left" if study.details["septum_shift_mm"] < 0 else "right"
     assert f"to the patient's {side}" in shifts[0]
+
+    # The report carries the measurement: its size in mm and the side, as the worklist says.
+    (report,) = [ds for ds in received if ds.Modality == "SR"]
+    shift, direction = _content_item(report, "DN0005"), _content_item(report, "DN0006")
+    assert shift is not None and direction is not None
+    value = shift.MeasuredValueSequence[0]
+    assert value.MeasurementUnitsCodeSequence[0].CodeValue == "mm"
+    assert abs(float(value.NumericValue) - abs(study.details["septum_shift_mm"])) <= 2.5
+    assert direction.ConceptCodeSequence[0].CodeMeaning.lower() == side
+    path = tmp_path / "report.dcm"
+    report.save_as(path)
+    assert validate(path) == []

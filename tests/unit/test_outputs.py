@@ -299,6 +299,40 @@ def test_triage_report_says_when_a_slice_may_be_missing(sources: list[Dataset], 
     assert item.ConceptCodeSequence[0].CodingSchemeDesignator == "99DCMNODE"
 
 
+@pytest.mark.parametrize(("shift_mm", "value", "side"), [(6.44, 6.4, "Left"), (-2.05, 2.0, "Right"),
+                                                         (0.04, 0.0, None), (None, None, None)])
+def test_triage_report_carries_the_midline_shift(sources: list[Dataset], algorithm: AlgorithmInfo,
+                                                 tmp_path: Path, shift_mm: float | None, value: float | None,
+                                                 side: str | None) -> None:
+    """Measured, the shift is a NUM in mm of any size with the side it lies towards; a shift
+    that rounds to 0.0 has no side; where it was not measured the report leaves it out."""
+    finding = TriageFinding(score=30.0, category="routine", midline_shift_mm=shift_mm)
+    ds = triage_report(sources, finding, series_uid=generate_uid(), series_number=903, algorithm=algorithm)
+    items = list(walk(assert_valid(ds, tmp_path / "sr.dcm").ContentSequence))
+
+    def named(meaning: str) -> list[Dataset]:
+        return [i for i in items if i.ConceptNameCodeSequence[0].CodeMeaning == meaning]
+
+    shifts, directions = named("Midline shift"), named("Midline shift direction")
+    if value is None:
+        assert shifts == []
+    else:
+        (shift,) = shifts
+        assert shift.ValueType == "NUM"
+        assert shift.ConceptNameCodeSequence[0].CodingSchemeDesignator == "99DCMNODE"
+        assert float(shift.MeasuredValueSequence[0].NumericValue) == value
+        assert shift.MeasuredValueSequence[0].MeasurementUnitsCodeSequence[0].CodeValue == "mm"
+        assert any(i.ConceptNameCodeSequence[0].CodeMeaning == "Algorithm Name" for i in walk([shift]))
+    if side is None:
+        assert directions == []
+    else:
+        (direction,) = directions
+        assert direction.ConceptCodeSequence[0].CodingSchemeDesignator == "SCT"
+        assert direction.ConceptCodeSequence[0].CodeMeaning == side
+    with pytest.raises(ValueError, match="midline shift"):
+        TriageFinding(score=30.0, category="routine", midline_shift_mm=float("nan"))
+
+
 def test_triage_report_rejects_foreign_slices(sources: list[Dataset], algorithm: AlgorithmInfo,
                                               tmp_path: Path) -> None:
     stranger = pydicom.dcmread(ct_series(tmp_path / "other", 1, rows=SIZE, columns=SIZE)[0])
