@@ -351,8 +351,7 @@ def render(results: list[ConditionResult], settings: TriageSettings, engine: Eng
     lines = [f"Model {engine.manifest.name} {engine.manifest.version} on {engine.backend_name}; phantoms "
              f"{matrix}×{matrix}; calibration_ml {settings.calibration_ml:g}, noise_floor_hu "
              f"{settings.noise_floor_hu:g}, hypodense_floor_hu {settings.hypodense_floor_hu:g}, "
-             f"mirror_average {'on' if settings.mirror_average else 'off'}, faint_floor_share "
-             f"{settings.faint_floor_share:g}. "
+             f"mirror_average {'on' if settings.mirror_average else 'off'}. "
              "Phantom results, not clinical evidence.", ""]
     reference = results[0]
     for result in results:

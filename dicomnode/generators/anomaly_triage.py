@@ -30,11 +30,6 @@ read the slabs.
    its floor and capped at 3 (certain findings weigh more than faint texture); a voxel's
    volume follows its slice's share of the coverage (`CtVolume.slice_extents`), so a gap
    where a slice may be missing is scored from its neighbours and reported as a warning;
-   plus `FAINT_WEIGHT` (a thousandth) times the same volume over floors lowered to
-   `faint_floor_share` of them: most healthy heads and the faintest lesions leave nothing over
-   the floors, and this orders them by the evidence just under the floors (on 96 validation
-   phantoms the small infarcts and masses the floors missed ranked above most such healthy
-   heads) while no category moves but that of a study within that thousandth of a threshold;
 6. study score (0-100) = 100 × (1 − exp(−raw / `calibration_ml`)): monotone, so ranking is
    unchanged, and calibrated on held-out healthy phantoms so that the configured
    thresholds (`urgent`, `critical`) separate the categories;
@@ -98,9 +93,6 @@ from dicomnode.outputs import (
 log = logging.getLogger(__name__)
 
 CATEGORIES = ("critical", "urgent", "routine")
-# The faint evidence's weight in the raw score (step 5): small enough that it orders the studies
-# with no finding and moves a study with one by at most a thousandth of its faint evidence.
-FAINT_WEIGHT = 1e-3
 
 
 @dataclass(frozen=True)
@@ -144,11 +136,6 @@ class TriageSettings:
     # whatever its score; 0: off, the shift is only warned of (from 5 mm). Phantom-tested only:
     # see the model card's "Subdural blood that pushes the brain".
     midline_shift_critical_mm: float = 0.0
-    # Step 5's faint evidence: the raw score also holds FAINT_WEIGHT times the weighted volume
-    # over floors this share of `noise_floor_hu` and `hypodense_floor_hu`, which orders the studies
-    # the floors leave at 0 (0: off). Chosen on validation phantoms (the model card's "Faint
-    # evidence orders the studies with no finding").
-    faint_floor_share: float = 0.8
 
     @classmethod
     def from_params(cls, *layers: Mapping[str, Any]) -> TriageSettings:
@@ -181,8 +168,6 @@ class TriageSettings:
         for key in ("min_patient_age_years", "midline_shift_critical_mm"):
             if getattr(settings, key) < 0:
                 raise ConfigError(f"anomaly_triage.{key}: must be 0 or more")
-        if not 0 <= settings.faint_floor_share < 1:
-            raise ConfigError("anomaly_triage.faint_floor_share: must be 0 or more and less than 1")
         return settings
 
     def score(self, raw_ml: float) -> float:
@@ -397,7 +382,6 @@ def score_volume(volume: CtVolume, pseudo: np.ndarray, window: tuple[float, floa
     anomaly = np.zeros(hu.shape, dtype=np.float32)
     evidence = np.zeros(hu.shape, dtype=np.float32)
     weight_per_slice = np.zeros(hu.shape[0], dtype=np.float32)
-    faint_per_slice = np.zeros(hu.shape[0], dtype=np.float32)
     for start in range(0, hu.shape[0], CHUNK_SLICES):
         part = slice(start, start + CHUNK_SLICES)
         inside = mask[part, rows, cols]
@@ -408,18 +392,16 @@ def score_volume(volume: CtVolume, pseudo: np.ndarray, window: tuple[float, floa
         hyper_allowed = inside & ~beside[start - low:start - low + inside.shape[0]]
         fine = _smooth(signed, settings.smoothing_mm, volume.pixel_spacing) * hyper_allowed
         coarse = _smooth(signed, settings.hypodense_smoothing_mm, volume.pixel_spacing) * inside
-        hyper, hypo, weight = _excess(fine, coarse, settings.noise_floor_hu, settings.hypodense_floor_hu)
+        hyper = np.maximum(fine - settings.noise_floor_hu, 0.0)
+        hypo = np.maximum(-coarse - settings.hypodense_floor_hu, 0.0)
         anomaly[part, rows, cols] = hyper + hypo
         evidence[part, rows, cols] = np.maximum(fine, -coarse)
+        weight = (np.minimum(hyper / settings.noise_floor_hu, 3.0)
+                  + np.minimum(hypo / settings.hypodense_floor_hu, 3.0))
         weight_per_slice[part] = weight.sum(axis=(1, 2))
-        if settings.faint_floor_share > 0:
-            share = settings.faint_floor_share
-            faint_per_slice[part] = _excess(fine, coarse, share * settings.noise_floor_hu,
-                                            share * settings.hypodense_floor_hu)[2].sum(axis=(1, 2))
     pixel_cm2 = volume.pixel_spacing[0] * volume.pixel_spacing[1] / 100.0
     slice_scores = (anomaly > 0).sum(axis=(1, 2)) * pixel_cm2
-    voxel_ml = volume.slice_voxel_ml()
-    raw_ml = float((weight_per_slice * voxel_ml).sum() + FAINT_WEIGHT * (faint_per_slice * voxel_ml).sum())
+    raw_ml = float((weight_per_slice * volume.slice_voxel_ml()).sum())
     score = settings.score(raw_ml)
     shift = _midline_shift(volume, mask)
     shifted = (settings.midline_shift_critical_mm > 0 and shift is not None
@@ -428,16 +410,6 @@ def score_volume(volume: CtVolume, pseudo: np.ndarray, window: tuple[float, floa
                           "critical" if shifted else settings.category(score),
                           _open_skull_warning(volume, open_rings) + _turned_head_warning(volume, mask)
                           + _midline_warning(shift), shift)
-
-
-def _excess(fine: np.ndarray, coarse: np.ndarray, hyper_floor_hu: float,
-            hypo_floor_hu: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Hyperdense and hypodense excess over their floors (steps 2 and 3) and each voxel's weight
-    (step 5): its excess in units of its floor, capped at 3."""
-    hyper = np.maximum(fine - hyper_floor_hu, 0.0)
-    hypo = np.maximum(-coarse - hypo_floor_hu, 0.0)
-    weight = np.minimum(hyper / hyper_floor_hu, 3.0) + np.minimum(hypo / hypo_floor_hu, 3.0)
-    return hyper, hypo, weight
 
 
 def near_metal(metal_ml: np.ndarray, slab_half: int = 0) -> np.ndarray:
@@ -571,7 +543,6 @@ class AnomalyTriage:
                         "hypodense_floor_hu": f"{settings.hypodense_floor_hu:g}",
                         "calibration_ml": f"{settings.calibration_ml:g}",
                         "mirror_average": "on" if settings.mirror_average else "off",
-                        "faint_floor_share": f"{settings.faint_floor_share:g}",
                         **({"slab_mm": f"{analysis.volume.slab_mm:.2f}"} if analysis.volume.slab_mm else {})},
         )
         sources = analysis.volume.datasets

@@ -352,36 +352,9 @@ def test_hypodense_infarct_is_found_on_its_slices(registry: EngineRegistry, tmp_
     assert output.triage.score > 40
     referenced = {ds.SourceImageSequence[0].ReferencedSOPInstanceUID for ds in output.objects[:-1]}
     assert referenced == {series[1].SOPInstanceUID, series[2].SOPInstanceUID}
-    # The same 10 HU drop under a floor above it counts for nothing (without faint evidence).
-    quiet = generator.run(series, {"model": "floor35", "hypodense_floor_hu": 12.0, "faint_floor_share": 0.0})
+    # The same 10 HU drop under a floor above it counts for nothing.
+    quiet = generator.run(series, {"model": "floor35", "hypodense_floor_hu": 12.0})
     assert quiet.triage is not None and quiet.triage.score == 0.0
-
-
-def test_faint_evidence_orders_the_studies_the_floors_leave_at_zero(registry: EngineRegistry,
-                                                                     tmp_path: Path) -> None:
-    """A 10 HU drop, 5.7 HU once smoothed, finds nothing under a 6.5 HU floor, but over 0.8 of the
-    floors it is faint evidence: a thousandth of it joins the raw score, so the larger of two such drops ranks
-    first, above a head with none, and every one stays routine."""
-    engine = registry.get("floor35")
-    settings = TriageSettings(model="floor35", hypodense_floor_hu=6.5, calibration_ml=0.005)
-    one, two, none = (analyse(head_series(tmp_path / name, set(), infarct_slices=slices), engine, settings)
-                      for name, slices in (("one", frozenset({2})), ("two", frozenset({2, 3})),
-                                           ("none", frozenset())))
-    assert two.raw_ml > one.raw_ml > none.raw_ml == 0.0
-    assert [a.category for a in (one, two, none)] == ["routine"] * 3
-    assert two.anomaly.max() == 0.0  # the map and the slice scores show findings over the floors only
-    lowered = replace(settings, noise_floor_hu=0.8 * 5.0, hypodense_floor_hu=0.8 * 6.5, faint_floor_share=0.0)
-    faint_ml = analyse(head_series(tmp_path / "again", set(), infarct_slices=frozenset({2, 3})), engine,
-                       lowered).raw_ml
-    assert faint_ml > 0
-    assert two.raw_ml == pytest.approx(anomaly_triage.FAINT_WEIGHT * faint_ml, rel=1e-5)
-    off = replace(settings, faint_floor_share=0.0)
-    assert analyse(head_series(tmp_path / "off", set(), infarct_slices=frozenset({2, 3})), engine,
-                   off).raw_ml == 0.0
-    # The report names the setting among the algorithm's parameters (TID 4019).
-    output = AnomalyTriage(registry, {"hypodense_floor_hu": 6.5}).run(
-        head_series(tmp_path / "sent", set(), infarct_slices=frozenset({2})), {"model": "floor35"})
-    assert "faint_floor_share=0.8" in _text_values(output.objects[-1])
 
 
 def test_brightness_beside_bone_in_the_next_slice_is_not_counted_as_blood(registry: EngineRegistry,
@@ -504,8 +477,6 @@ def test_settings_are_validated_naming_the_key() -> None:
         TriageSettings.from_params({"urgent": 90, "critical": 50})
     with pytest.raises(ConfigError, match=r"anomaly_triage\.hypodense_floor_hu: must be positive"):
         TriageSettings.from_params({"hypodense_floor_hu": 0})
-    with pytest.raises(ConfigError, match=r"anomaly_triage\.faint_floor_share"):
-        TriageSettings.from_params({"faint_floor_share": 1})
     settings = TriageSettings.from_params({"critical": 80}, {"critical": 60, "urgent": 30})
     assert (settings.critical, settings.urgent) == (60.0, 30.0)
     assert [settings.category(s) for s in (10, 30, 60)] == ["routine", "urgent", "critical"]
