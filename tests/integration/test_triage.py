@@ -60,6 +60,23 @@ def _report_and_heatmaps(orthanc: Orthanc) -> list[Dataset] | None:
     return found if any(ds.Modality == "SR" for ds in found) and len(found) >= 2 else None
 
 
+def _triaged_in_orthanc(
+    tmp_path: Path, orthanc: Orthanc, files: list[Path], worklist_columns: str, *,
+    rules: list[dict[str, Any]] = TRIAGE_RULES, storescu_extra: list[str] | None = None,
+) -> tuple[list[Dataset], list[tuple[Any, ...]]]:
+    """Send one series to a node that triages into `orthanc`; once the report and its heat maps
+    are there and the job is done, what Orthanc holds and the node's worklist columns."""
+    pacs = {"pacs": {"host": "127.0.0.1", "port": orthanc.dicom_port, "ae_title": orthanc.aet}}
+    with NodeProcess(tmp_path / "node", rules=rules, destinations=pacs,
+                     engines={"models_dir": str(REPO / "engines"), "backend": "onnxruntime"}) as node:
+        result = storescu(node.port, files, extra=storescu_extra)
+        assert result.returncode == 0, result.stderr
+        found = wait_for(lambda: _report_and_heatmaps(orthanc), 300,
+                         "the report and its heat maps in Orthanc", interval=0.5)
+        assert node.query("SELECT state, error FROM jobs") == [("done", None)], node.log()[-3000:]
+        return found, node.query(f"SELECT {worklist_columns} FROM worklist")
+
+
 @pytest.mark.skipif(not MODEL.exists(), reason="the anomaly_triage model is not in the zoo")
 def test_haemorrhage_scores_above_healthy_and_results_reach_orthanc(tmp_path: Path, orthanc: Orthanc) -> None:
     from dicomnode.phantoms import make_study, write_series
@@ -117,17 +134,9 @@ def test_an_enhanced_ct_is_triaged_frame_by_frame(tmp_path: Path, orthanc: Ortha
     study = make_study(103, "ich", slice_thickness_mm=5.0, lesion_size="large", matrix=256)
     enhanced = write_enhanced_series(study, tmp_path / "enhanced")
     image = pydicom.dcmread(enhanced, stop_before_pixels=True)
-    pacs = {"pacs": {"host": "127.0.0.1", "port": orthanc.dicom_port, "ae_title": orthanc.aet}}
-    with NodeProcess(tmp_path / "node", rules=TRIAGE_RULES, destinations=pacs,
-                     engines={"models_dir": str(REPO / "engines"), "backend": "onnxruntime"}) as node:
-        # -R: propose the classes of the files; storescu's default list lacks enhanced CT
-        result = storescu(node.port, [enhanced], extra=["-R"])
-        assert result.returncode == 0, result.stderr
-
-        found = wait_for(lambda: _report_and_heatmaps(orthanc), 180,
-                         "the report and its heat maps in Orthanc", interval=0.5)
-        assert node.query("SELECT state, error FROM jobs") == [("done", None)], node.log()[-3000:]
-        listed = node.query("SELECT top_slice_sop_uid, top_slice_frame_number FROM worklist")
+    # -R: propose the classes of the files; storescu's default list lacks enhanced CT
+    found, listed = _triaged_in_orthanc(tmp_path, orthanc, [enhanced],
+                                        "top_slice_sop_uid, top_slice_frame_number", storescu_extra=["-R"])
 
     (report,) = [ds for ds in found if ds.Modality == "SR"]
     heatmaps = [ds for ds in found if ds.Modality == "OT"]
@@ -230,16 +239,7 @@ def test_a_thin_noisy_series_is_triaged_as_running_slabs(tmp_path: Path, orthanc
     thin = write_series(make_study(106, "ich", slice_thickness_mm=0.625, lesion_size="large", matrix=256,
                                    vendor="philips", noise_cap_hu=FULL_NOISE_CAP_HU), tmp_path / "thin")
     sources = {str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in thin}
-    pacs = {"pacs": {"host": "127.0.0.1", "port": orthanc.dicom_port, "ae_title": orthanc.aet}}
-    with NodeProcess(tmp_path / "node", rules=TRIAGE_RULES, destinations=pacs,
-                     engines={"models_dir": str(REPO / "engines"), "backend": "onnxruntime"}) as node:
-        result = storescu(node.port, thin)
-        assert result.returncode == 0, result.stderr
-
-        found = wait_for(lambda: _report_and_heatmaps(orthanc), 300,
-                         "the report and its heat maps in Orthanc", interval=0.5)
-        assert node.query("SELECT state, error FROM jobs") == [("done", None)], node.log()[-3000:]
-        ((category, warnings),) = node.query("SELECT category, warnings FROM worklist")
+    found, ((category, warnings),) = _triaged_in_orthanc(tmp_path, orthanc, thin, "category, warnings")
 
     assert category == "critical"
     (warning,) = json.loads(warnings)
@@ -267,15 +267,8 @@ def test_a_chronic_subdural_pushing_the_brain_is_named_by_its_midline_shift(tmp_
     assert abs(study.details["septum_shift_mm"]) >= 5.0
     files = write_series(study, tmp_path / "pushed")
     rules = [{**TRIAGE_RULES[0], "params": {"midline_shift_critical_mm": 5}}]
-    pacs = {"pacs": {"host": "127.0.0.1", "port": orthanc.dicom_port, "ae_title": orthanc.aet}}
-    with NodeProcess(tmp_path / "node", rules=rules, destinations=pacs,
-                     engines={"models_dir": str(REPO / "engines"), "backend": "onnxruntime"}) as node:
-        result = storescu(node.port, files)
-        assert result.returncode == 0, result.stderr
-        received = wait_for(lambda: _report_and_heatmaps(orthanc), 300,
-                            "the report and its heat maps in Orthanc", interval=0.5)
-        assert node.query("SELECT state, error FROM jobs") == [("done", None)], node.log()[-3000:]
-        ((category, warnings),) = node.query("SELECT category, warnings FROM worklist")
+    received, ((category, warnings),) = _triaged_in_orthanc(tmp_path, orthanc, files, "category, warnings",
+                                                            rules=rules)
 
     assert category == "critical"
     shifts = [w for w in json.loads(warnings) if w.startswith("midline shift")]
