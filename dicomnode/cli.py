@@ -130,6 +130,9 @@ def _parser() -> argparse.ArgumentParser:
     phantom.add_argument("--mass-effect", action="store_true",
                          help="with --lesion sdh or edh: the collection pushes the brain towards the other "
                               "side, shifting the midline, instead of taking the place of its surface")
+    phantom.add_argument("--lossy-ratio", type=float, metavar="RATIO",
+                         help="store the pixels JPEG 2000 compressed with loss at about RATIO:1, recorded "
+                              "in the headers, as an archive that compresses to save space sends them")
     phantom.set_defaults(func=_phantom)
 
     train = sub.add_parser("train", help="train a reference model and export it to the zoo (extra [train])")
@@ -278,7 +281,8 @@ def _phantom(args: argparse.Namespace) -> int:
                        head_pitch=args.head_pitch, head_roll=args.head_roll, head_yaw=args.head_yaw,
                        enhanced=args.enhanced, full_noise=args.full_noise,
                        contrast=args.contrast, metal=args.metal,
-                       subdural_age=args.subdural_age, mass_effect=args.mass_effect)
+                       subdural_age=args.subdural_age, mass_effect=args.mass_effect,
+                       lossy_ratio=args.lossy_ratio)
 
 
 def _train(args: argparse.Namespace) -> int:

@@ -56,6 +56,7 @@ from dicomnode.generators.anomaly_triage import (
     TriageSettings,
     analyse_volume,
     fit_calibration_ml,
+    lossy_reading,
     model_window,
     read_series,
     score_volume,
@@ -100,6 +101,7 @@ class Condition:
     lesion_as: str | None = None  # every lesion study holds this kind (its drawn size) instead
     subdural_age: str = "acute"  # phantoms.lesions.SUBDURAL_AGES
     mass_effect: bool = False  # subdural and epidural collections push the brain (`make_pair`)
+    lossy_ratio: float | None = None  # stored JPEG 2000 compressed with loss at about this ratio
 
     def __post_init__(self) -> None:
         if not self.patient_position.startswith("HF"):
@@ -125,7 +127,8 @@ class ConditionResult:
     pixel_scores: list[np.ndarray] = field(default_factory=list)
     dice_sums: np.ndarray = field(default_factory=lambda: np.zeros(_DICE_THRESHOLDS.size))
     lesion_studies: int = 0
-    # Series the node would refuse (`read_series`: no brain found, too noisy, contrast); scored
+    # Series the node would refuse (`read_series`: no brain found, too noisy, contrast;
+    # `lossy_reading`: compressed with loss too hard); scored
     # anyway, so that conditions stay paired study by study.
     refused: int = 0
 
@@ -191,8 +194,10 @@ def evaluate(engine: Engine, settings: TriageSettings, condition: Condition, cou
             study = replace(study, hu=_add_noise(study.hu, noise))
             twin = None if twin is None else _add_noise(twin, noise)
         # As the node reads the series: thin noisy slices as running slabs.
-        reading = read_series(_through_dicom(study, condition.patient_position), settings)
-        result.refused += reading.refused is not None
+        stored = _through_dicom(study, condition.patient_position, condition.lossy_ratio)
+        reading = read_series(stored, settings)
+        lossy_refused = lossy_reading(stored.datasets, settings)[0]
+        result.refused += reading.refused is not None or lossy_refused is not None
         volume = reading.volume
         analysis = analyse_volume(volume, engine, settings)
         if twin is None:
@@ -222,12 +227,13 @@ def _add_noise(hu: np.ndarray, noise: np.ndarray) -> np.ndarray:
     return noisy
 
 
-def _through_dicom(study: PhantomStudy, position: str = "HFS") -> CtVolume:
+def _through_dicom(study: PhantomStudy, position: str = "HFS", lossy_ratio: float | None = None) -> CtVolume:
     """The study as the node gets it: written as the vendor's DICOM series and read back."""
     from dicomnode.phantoms import write_series
 
     with tempfile.TemporaryDirectory(prefix="dicomnode-evaluate-") as folder:
-        datasets = [pydicom.dcmread(path) for path in write_series(study, Path(folder), position=position)]
+        paths = write_series(study, Path(folder), position=position, lossy_ratio=lossy_ratio)
+        datasets = [pydicom.dcmread(path) for path in paths]
     volume = load_ct_volume(datasets)
     if volume.hu.shape != study.hu.shape:
         raise RuntimeError(f"phantom seed {study.seed}: read back {volume.hu.shape}, wrote {study.hu.shape}")

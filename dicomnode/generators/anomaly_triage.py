@@ -51,6 +51,7 @@ from pydicom import Dataset
 from pydicom.uid import generate_uid
 from scipy import ndimage
 
+from dicomnode.compression import lossy_compression
 from dicomnode.engines import Engine
 from dicomnode.errors import ConfigError
 from dicomnode.frames import frame_number
@@ -136,6 +137,10 @@ class TriageSettings:
     # whatever its score; 0: off, the shift is only warned of (from 5 mm). Phantom-tested only:
     # see the model card's "Subdural blood that pushes the brain".
     midline_shift_critical_mm: float = 0.0
+    # A series compressed with loss harder than this (`compression.lossy_compression`: the recorded
+    # ratio, else estimated from the compressed size) is refused; any lossy series is triaged with
+    # a warning. See the model card's "Lossy compressed series".
+    max_lossy_ratio: float = 20.0
 
     @classmethod
     def from_params(cls, *layers: Mapping[str, Any]) -> TriageSettings:
@@ -168,6 +173,9 @@ class TriageSettings:
         for key in ("min_patient_age_years", "midline_shift_critical_mm"):
             if getattr(settings, key) < 0:
                 raise ConfigError(f"anomaly_triage.{key}: must be 0 or more")
+        if settings.max_lossy_ratio < 1:
+            raise ConfigError("anomaly_triage.max_lossy_ratio: must be 1 or more (1 refuses every series "
+                              "compressed with loss whose ratio is known)")
         return settings
 
     def score(self, raw_ml: float) -> float:
@@ -226,11 +234,34 @@ def analyse(datasets: Sequence[Dataset], engine: Engine, settings: TriageSetting
         too_young = age_refusal(datasets[0], settings)
         if too_young is not None:
             raise SeriesRejected(too_young)
-    reading = read_series(load_ct_volume(datasets), settings)
+    volume = load_ct_volume(datasets)
+    lossy_refused, lossy_warnings = lossy_reading(datasets, settings)
+    if lossy_refused is not None:
+        raise SeriesRejected(lossy_refused)
+    reading = read_series(volume, settings)
     if reading.refused is not None:
         raise SeriesRejected(reading.refused)
     analysis = analyse_volume(reading.volume, engine, settings)
-    return replace(analysis, warnings=reading.warnings + analysis.warnings)
+    return replace(analysis, warnings=lossy_warnings + reading.warnings + analysis.warnings)
+
+
+def lossy_reading(datasets: Sequence[Dataset],
+                  settings: TriageSettings) -> tuple[str | None, tuple[str, ...]]:
+    """Why a series compressed with loss is refused (None: it is not), and the worklist's warning.
+
+    The model learnt lossless images. Lossy coding smooths the texture the model reads and, hard
+    enough, leaves blocks and rings that it takes for findings; the setting is the hardest ratio
+    the node accepts."""
+    lossy = lossy_compression(datasets)
+    if lossy is None:
+        return None, ()
+    # Compared as shown (to the nearest whole ratio): an encoder aiming at 20:1 reaches 20.03.
+    if lossy.ratio is not None and round(lossy.ratio) > settings.max_lossy_ratio:
+        return (f"{lossy.describe()}, above anomaly_triage.max_lossy_ratio ({settings.max_lossy_ratio:g}:1): "
+                "its artefacts would score as findings and hide small ones; triage the original (lossless) "
+                "series"), ()
+    return None, (f"{lossy.describe()}: the model learnt lossless images, so small findings may be lost in "
+                  "the compression",)
 
 
 def age_refusal(ds: Dataset, settings: TriageSettings) -> str | None:

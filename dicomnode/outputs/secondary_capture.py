@@ -24,6 +24,7 @@ from pydicom.sr.coding import Code
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pydicom.valuerep import DS
 
+from dicomnode.compression import lossy_compression
 from dicomnode.frames import frame_number
 from dicomnode.outputs.heatmap import overlay, window_to_uint8
 from dicomnode.outputs.inputs import AlgorithmInfo
@@ -196,6 +197,21 @@ def _source_window(source: Dataset) -> tuple[float, float]:
     return (center, width) if width > 0 else BRAIN_WINDOW
 
 
+def _keep_lossy_record(source: Dataset, ds: Dataset) -> None:
+    """An image made from lossy compressed pixels says so too: once set, Lossy Image Compression
+    "01" is never reset (PS3.3 C.7.6.1.1.5). The source's own record is kept where it has one."""
+    lossy = lossy_compression([source])
+    if lossy is None:
+        return
+    ds.LossyImageCompression = "01"
+    if "LossyImageCompressionRatio" in source and "LossyImageCompressionMethod" in source:
+        ds.LossyImageCompressionRatio = source.LossyImageCompressionRatio
+        ds.LossyImageCompressionMethod = source.LossyImageCompressionMethod
+    elif lossy.ratio is not None and len(lossy.methods) == 1:
+        ds.LossyImageCompressionRatio = DS(lossy.ratio, auto_format=True)
+        ds.LossyImageCompressionMethod = lossy.methods[0]
+
+
 def _secondary_capture(
     source: Dataset,
     pixels: npt.NDArray[Any],
@@ -248,6 +264,7 @@ def _secondary_capture(
     ds.BurnedInAnnotation = "YES"
     ds.RecognizableVisualFeatures = "NO"
     ds.DerivationDescription = derivation_description[:1024]
+    _keep_lossy_record(source, ds)
     reference = Dataset()
     reference.ReferencedSOPClassUID = source.SOPClassUID
     reference.ReferencedSOPInstanceUID = source.SOPInstanceUID

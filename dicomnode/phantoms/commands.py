@@ -34,6 +34,7 @@ def cmd_phantom(
     metal: bool = False,
     subdural_age: str = "acute",
     mass_effect: bool = False,
+    lossy_ratio: float | None = None,
 ) -> int:
     """Generate one phantom study and write it as DICOM; returns the exit status."""
     if lesion is not None and lesion not in LESION_KINDS:
@@ -44,6 +45,9 @@ def cmd_phantom(
         return 2
     if mass_effect and lesion not in ("sdh", "edh"):
         print("error: --mass-effect needs --lesion sdh or edh (a mass always pushes)")
+        return 2
+    if lossy_ratio is not None and (enhanced or not lossy_ratio > 1.0):
+        print("error: --lossy-ratio must be above 1, and is for single-frame series (not with --enhanced)")
         return 2
     start = time.monotonic()
     try:
@@ -57,8 +61,11 @@ def cmd_phantom(
     except (ValueError, KeyError) as exc:
         print(f"error: {exc}")
         return 2
-    write = write_enhanced_series if enhanced else write_series
-    write(study, Path(outdir), seed=seed, vendor=vendor, position=position)
+    if enhanced:
+        write_enhanced_series(study, Path(outdir), seed=seed, vendor=vendor, position=position)
+    else:
+        write_series(study, Path(outdir), seed=seed, vendor=vendor, position=position,
+                     lossy_ratio=lossy_ratio)
     what = (
         "healthy head"
         if lesion is None
@@ -79,6 +86,7 @@ def cmd_phantom(
         + (", full thin-slice noise" if full_noise else "")
         + ("" if contrast is None else f", contrast-enhanced (vessels {contrast:g} HU, agent not recorded)")
         + (f", a {2 * study.details['metal_radius_mm']:.0f} mm coil with its streaks" if metal else "")
+        + ("" if lossy_ratio is None else f", JPEG 2000 compressed with loss at about {lossy_ratio:g}:1")
         + " "
         f"({time.monotonic() - start:.1f} s)"
     )

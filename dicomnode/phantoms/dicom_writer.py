@@ -19,7 +19,7 @@ import numpy as np
 import pydicom
 from highdicom.legacy import LegacyConvertedEnhancedCTImage
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import UID, CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import JPEG2000, UID, CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 from dicomnode.phantoms.vendors import VendorProfile, vendor_profile
 from dicomnode.phantoms.volume import PhantomStudy
@@ -61,11 +61,16 @@ def write_series(
     vendor: str | None = None,
     accession: str | None = None,
     position: str = "HFS",
+    lossy_ratio: float | None = None,
 ) -> list[Path]:
     """Write one file per slice into `outdir` (created); returns the paths, slice order.
 
     `position` is the PatientPosition the slices are stored for (PATIENT_POSITIONS): the
-    same head, as a scanner stores it for a patient lying that way."""
+    same head, as a scanner stores it for a patient lying that way.
+    `lossy_ratio` stores the pixels JPEG 2000 compressed with loss at about that ratio
+    (`compress_lossy`), as an archive that compresses to save space sends them; the same UIDs."""
+    if lossy_ratio is not None and lossy_ratio <= 1.0:
+        raise ValueError(f"lossy compression ratio must be above 1, got {lossy_ratio:g}")
     if position not in PATIENT_POSITIONS:
         choices = ", ".join(PATIENT_POSITIONS)
         raise ValueError(f"unknown patient position {position!r}; choose one of {choices}")
@@ -105,11 +110,25 @@ def write_series(
         ds.PatientName = f"PHANTOM^{seed}"
         ds.PatientID = f"PHANTOM-{seed}"
         ds.AccessionNumber = accession or f"PH{seed % 10**8:08d}"
+        if lossy_ratio is not None:
+            compress_lossy(ds, lossy_ratio)
         path = outdir / f"CT.{k + 1:04d}.dcm"
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)
     logger.debug("wrote %d CT instances of phantom series to %s", len(paths), outdir)
     return paths
+
+
+def compress_lossy(ds: Dataset, ratio: float) -> None:
+    """Encode the pixels JPEG 2000 irreversible (9-7 wavelet) at about `ratio`:1 of their stored
+    size, and record it as DICOM asks of lossy compression (Lossy Image Compression "01", the
+    ratio achieved and the method)."""
+    stored = len(ds.PixelData)
+    # The encoder's ratio is of the samples' significant bits; ours is of the bytes stored.
+    ds.compress(JPEG2000, j2k_cr=[ratio * int(ds.BitsStored) / int(ds.BitsAllocated)])
+    ds.LossyImageCompression = "01"
+    ds.LossyImageCompressionRatio = f"{stored / len(ds.PixelData):.2f}"
+    ds.LossyImageCompressionMethod = "ISO_15444_1"
 
 
 def write_enhanced_series(study: PhantomStudy, outdir: Path, **options: Any) -> Path:

@@ -158,9 +158,13 @@ def test_an_enhanced_ct_is_triaged_frame_by_frame(tmp_path: Path, orthanc: Ortha
 
 
 def _as_series_of(files: list[Path], study: Dataset, folder: Path, number: int, description: str,
-                  orientation: list[float] | None = None, noise_sd: float = 0.0) -> list[Path]:
+                  orientation: list[float] | None = None, noise_sd: float = 0.0,
+                  lossy_ratio: float | None = None) -> list[Path]:
     """The slices as another series of `study` (same patient), optionally with another
-    orientation, or with noise added (stored values) as a sharp kernel leaves it."""
+    orientation, with noise added (stored values) as a sharp kernel leaves it, or JPEG 2000
+    compressed with loss."""
+    from dicomnode.phantoms.dicom_writer import compress_lossy
+
     folder.mkdir()
     series_uid = pydicom.uid.generate_uid()
     rng = np.random.default_rng(number)
@@ -177,6 +181,8 @@ def _as_series_of(files: list[Path], study: Dataset, folder: Path, number: int, 
             stored = ds.pixel_array.astype(np.float64) + rng.normal(0.0, noise_sd, ds.pixel_array.shape)
             info = np.iinfo(ds.pixel_array.dtype)
             ds.PixelData = np.clip(np.rint(stored), info.min, info.max).astype(ds.pixel_array.dtype).tobytes()
+        if lossy_ratio is not None:
+            compress_lossy(ds, lossy_ratio)
         out.append(folder / path.name)
         ds.save_as(out[-1], enforce_file_format=True)
     return out
@@ -186,8 +192,9 @@ def _as_series_of(files: list[Path], study: Dataset, folder: Path, number: int, 
 def test_a_study_of_several_series_shows_its_most_severe_result(tmp_path: Path, orthanc: Orthanc) -> None:
     """A head CT study brings several series the rule sends to triage, finished in any order: the
     bleed's critical result stays on the worklist beside a healthy-looking series, and a coronal
-    reformat, a bone-kernel series and a contrast-enhanced series whose headers leave the agent
-    out, which cannot be triaged, are warnings, not a failed study."""
+    reformat, a bone-kernel series, a contrast-enhanced series whose headers leave the agent
+    out and a copy compressed with loss far too hard, which cannot be triaged, are warnings, not a
+    failed study."""
     from dicomnode.phantoms import make_study, write_series
 
     bleed = write_series(make_study(104, "ich", slice_thickness_mm=5.0, lesion_size="large", matrix=256),
@@ -201,25 +208,26 @@ def test_a_study_of_several_series_shows_its_most_severe_result(tmp_path: Path, 
     enhanced = write_series(make_study(105, None, slice_thickness_mm=5.0, matrix=256, contrast_hu=175.0),
                             tmp_path / "enhanced-source")
     contrast = _as_series_of(enhanced, study, tmp_path / "contrast", 6, "HEAD 5mm POST")
+    squeezed = _as_series_of(bleed, study, tmp_path / "squeezed", 7, "HEAD 5mm J2K", lossy_ratio=60.0)
     pacs = {"pacs": {"host": "127.0.0.1", "port": orthanc.dicom_port, "ae_title": orthanc.aet}}
     with NodeProcess(tmp_path / "node", rules=TRIAGE_RULES, destinations=pacs,
                      engines={"models_dir": str(REPO / "engines"), "backend": "onnxruntime"}) as node:
-        for files in (bleed, quiet, coronal, bone, contrast):
-            result = storescu(node.port, files)
+        for files in (bleed, quiet, coronal, bone, contrast, squeezed):
+            result = storescu(node.port, files, extra=["--propose-j2k-lossy"] if files is squeezed else [])
             assert result.returncode == 0, result.stderr
 
         def settled() -> list[tuple[Any, ...]] | None:
             rows = node.query("SELECT state FROM worklist_series WHERE study_uid = ?", study.StudyInstanceUID)
-            return rows if len(rows) == 5 else None
+            return rows if len(rows) == 6 else None
 
-        wait_for(settled, 300, "five triage results for the study", interval=0.5)
+        wait_for(settled, 300, "six triage results for the study", interval=0.5)
         (row,) = node.query("SELECT state, category, series_uid, warnings, error FROM worklist")
         scores = dict(node.query("SELECT series_uid, score FROM worklist_series"))
 
     state, category, series_uid, warnings, error = row
     assert (state, category, series_uid, error) == ("done", "critical", study.SeriesInstanceUID, None)
     assert scores[study.SeriesInstanceUID] > scores[pydicom.dcmread(quiet[0]).SeriesInstanceUID]
-    coronal_warning, bone_warning, contrast_warning = sorted(json.loads(warnings))
+    coronal_warning, bone_warning, contrast_warning, lossy_warning = sorted(json.loads(warnings))
     assert coronal_warning.startswith("series 4 COR MPR was not triaged:"), coronal_warning
     assert "not an axial series" in coronal_warning, coronal_warning
     assert bone_warning.startswith("series 5 HEAD BONE was not triaged:"), bone_warning
@@ -227,6 +235,10 @@ def test_a_study_of_several_series_shows_its_most_severe_result(tmp_path: Path, 
     # Read as non-contrast, this healthy head's vessels score critical (raw 91 ml).
     assert contrast_warning.startswith("series 6 HEAD 5mm POST was not triaged:"), contrast_warning
     assert "looks contrast-enhanced" in contrast_warning, contrast_warning
+    # Refused for its compression, before its artefacts are mistaken for anything else.
+    assert lossy_warning.startswith("series 7 HEAD 5mm J2K was not triaged:"), lossy_warning
+    assert "lossy compressed (every instance; ISO_15444_1;" in lossy_warning, lossy_warning
+    assert "above anomaly_triage.max_lossy_ratio (20:1)" in lossy_warning, lossy_warning
 
 
 @pytest.mark.skipif(not MODEL.exists(), reason="the anomaly_triage model is not in the zoo")
@@ -250,6 +262,33 @@ def test_a_thin_noisy_series_is_triaged_as_running_slabs(tmp_path: Path, orthanc
     referenced = [str(ds.SourceImageSequence[0].ReferencedSOPInstanceUID) for ds in heatmaps]
     assert len(set(referenced)) == len(heatmaps) and set(referenced) <= sources
     for i, ds in enumerate([report, *heatmaps[:5]]):
+        path = tmp_path / f"result{i}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        assert validate(path) == [], f"{ds.Modality} {ds.SeriesDescription}"
+
+
+@pytest.mark.skipif(not MODEL.exists(), reason="the anomaly_triage model is not in the zoo")
+def test_a_series_compressed_with_loss_is_triaged_and_its_results_say_so(tmp_path: Path,
+                                                                         orthanc: Orthanc) -> None:
+    """JPEG 2000 at about 8:1, as an archive that saves space sends it: the bleed is still
+    critical, the worklist names the compression, and the heat maps, made of its pixels, carry
+    Lossy Image Compression as DICOM asks."""
+    from dicomnode.phantoms import make_study, write_series
+
+    study = make_study(107, "ich", slice_thickness_mm=5.0, lesion_size="large", matrix=256)
+    files = write_series(study, tmp_path / "lossy", lossy_ratio=8.0)
+    found, ((category, warnings),) = _triaged_in_orthanc(tmp_path, orthanc, files, "category, warnings",
+                                                         storescu_extra=["--propose-j2k-lossy"])
+
+    assert category == "critical"
+    (warning,) = json.loads(warnings)
+    assert warning.startswith("lossy compressed (every instance; ISO_15444_1; "), warning
+    assert "the model learnt lossless images" in warning, warning
+    (report,) = [ds for ds in found if ds.Modality == "SR"]
+    heatmaps = [ds for ds in found if ds.Modality == "OT"]
+    assert heatmaps and all(ds.LossyImageCompression == "01" for ds in heatmaps)
+    assert all(ds.LossyImageCompressionMethod == "ISO_15444_1" for ds in heatmaps)
+    for i, ds in enumerate([report, *heatmaps[:3]]):
         path = tmp_path / f"result{i}.dcm"
         ds.save_as(path, enforce_file_format=True)
         assert validate(path) == [], f"{ds.Modality} {ds.SeriesDescription}"

@@ -35,7 +35,7 @@ from dicomnode.generators.anomaly_triage import (
     restore,
 )
 from dicomnode.generators.ct import SeriesRejected, load_ct_volume
-from dicomnode.phantoms.dicom_writer import PATIENT_POSITIONS
+from dicomnode.phantoms.dicom_writer import PATIENT_POSITIONS, compress_lossy
 from tests.support.dciodvfy import validate
 from tests.support.dicomdata import ct_series
 from tests.support.sr import walk
@@ -290,6 +290,41 @@ def test_a_child_is_refused_naming_the_age_and_the_setting(registry: EngineRegis
     assert generator.run(series, {"model": "clip45"}).triage is not None
     with pytest.raises(ConfigError, match="min_patient_age_years"):
         TriageSettings.from_params({"min_patient_age_years": -1})
+
+
+def test_a_lossy_compressed_series_is_refused_above_the_ratio_set_and_named_below_it(
+        registry: EngineRegistry, tmp_path: Path) -> None:
+    def compressed(folder: str, ratio: float) -> list[Dataset]:
+        series = _with_noise(head_series(tmp_path / folder, bleed_slices={2, 3}), 5.0)
+        for ds in series:
+            compress_lossy(ds, ratio)
+        return series
+
+    generator = AnomalyTriage(registry, {"calibration_ml": 0.05})
+    hard = compressed("hard", 60.0)
+    with pytest.raises(SeriesRejected, match=r"lossy compressed \(every instance; ISO_15444_1; \d\d:1\), "
+                                             r"above anomaly_triage\.max_lossy_ratio \(20:1\): .* triage the "
+                                             r"original \(lossless\) series"):
+        generator.run(hard, {"model": "clip45"})
+    # (These 64x64 slices lose the bleed from about 6:1; a 512 slice holds 64 times the pixels.)
+    mild = compressed("mild", 3.0)
+    # A site may accept less.
+    with pytest.raises(SeriesRejected, match=r"; 3:1\), above anomaly_triage\.max_lossy_ratio \(2:1\)"):
+        generator.run(mild, {"model": "clip45", "max_lossy_ratio": 2})
+    output = generator.run(mild, {"model": "clip45", "noise_floor_hu": 10.0})
+    assert output.triage is not None and output.triage.category in ("urgent", "critical")
+    (warning,) = output.triage.warnings
+    assert warning.startswith("lossy compressed (every instance; ISO_15444_1; 3:1): the model learnt "
+                              "lossless")
+    # The heat maps are made of the compressed pixels: they say so, as DICOM asks.
+    for i, ds in enumerate(output.objects[:-1]):
+        assert ds.LossyImageCompression == "01" and ds.LossyImageCompressionMethod == "ISO_15444_1"
+        assert 2.5 < float(ds.LossyImageCompressionRatio) < 3.5
+        path = tmp_path / f"heatmap{i}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        assert validate(path) == []
+    with pytest.raises(ConfigError, match=r"anomaly_triage\.max_lossy_ratio: must be 1 or more"):
+        TriageSettings.from_params({"max_lossy_ratio": 0.5})
 
 
 def test_blood_under_a_burr_hole_is_found(registry: EngineRegistry, tmp_path: Path) -> None:

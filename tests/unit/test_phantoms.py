@@ -12,6 +12,7 @@ pytest.importorskip("scipy")
 
 import pydicom
 from pydicom.pixels import apply_rescale
+from pydicom.uid import JPEG2000
 from scipy import ndimage
 
 from dicomnode.phantoms import (
@@ -288,6 +289,22 @@ def test_cmd_phantom(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     assert len(files) == 32
     assert "epidural" in capsys.readouterr().out
     assert cmd_phantom(tmp_path / "bad", "nonsense", 4, 5.0, 256) == 2
+
+
+def test_cmd_phantom_writes_a_series_compressed_with_loss(tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    assert cmd_phantom(tmp_path / "lossy", None, 4, 5.0, 256, lossy_ratio=10.0) == 0
+    assert "JPEG 2000 compressed with loss at about 10:1" in capsys.readouterr().out
+    first = pydicom.dcmread(sorted((tmp_path / "lossy").glob("*.dcm"))[0])
+    assert first.file_meta.TransferSyntaxUID == JPEG2000
+    assert first.LossyImageCompression == "01" and first.LossyImageCompressionMethod == "ISO_15444_1"
+    assert 9.0 <= float(first.LossyImageCompressionRatio) <= 11.0
+    plain = make_study(4, None, slice_thickness_mm=5.0, matrix=256)
+    stored = first.pixel_array.astype(np.float64) + float(first.RescaleIntercept)
+    assert 0.1 < float(np.abs(stored - plain.hu[0]).mean()) < 10.0  # lossy, and still the same head
+    for bad in ({"lossy_ratio": 1.0}, {"lossy_ratio": 10.0, "enhanced": True}):
+        assert cmd_phantom(tmp_path / "bad", None, 4, 5.0, 256, **bad) == 2  # type: ignore[arg-type]
+        assert "--lossy-ratio must be above 1" in capsys.readouterr().out
 
 
 def test_an_older_subdural_is_the_same_collection_at_its_age_density(
