@@ -329,6 +329,9 @@ def conditions(unseen_vendors: list[str]) -> list[Condition]:
         Condition("head rolled 20 degrees (not in training)", head_roll_deg=20.0),
         Condition("head turned 20 degrees (not in training)", head_yaw_deg=20.0),
         Condition("an aneurysm coil and its streaks (not in training)", metal=True),
+        # As an archive that compresses to save space sends them; the node refuses harder than 20:1.
+        *[Condition(f"JPEG 2000 compressed with loss at {ratio:g}:1 (not in training)", lossy_ratio=ratio)
+          for ratio in (10.0, 20.0)],
         # Every lesion study a subdural of one age, in 5 mm slices as emergency heads are read.
         *[Condition(f"subdural haematomas only, 5 mm slices, {describe_subdural_age(age)}",
                     slice_thickness_mm=5.0, lesion_as="sdh", subdural_age=age) for age in SUBDURAL_AGES],

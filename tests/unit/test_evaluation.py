@@ -72,6 +72,7 @@ def test_only_chooses_shifted_conditions_by_name(capsys: pytest.CaptureFixture[s
     for group, pushes in ((flat, False), (pushing, True)):
         assert [(c.lesion_as, c.subdural_age, c.mass_effect) for c in group] == [
             ("sdh", age, pushes) for age in ("acute", "subacute", "chronic")]
+    assert [c.lossy_ratio for c in shifted_conditions(shifted, "compressed with loss")] == [10.0, 20.0]
     assert shifted_conditions(shifted, None) == shifted
     with pytest.raises(ValueError, match=r"'sideways' names no shifted condition.*1 mm slices"):
         shifted_conditions(shifted, "sideways")
@@ -181,6 +182,16 @@ def test_contrast_enhanced_series_are_counted_as_refused(shipped: tuple[Any, Any
     # Scored anyway: read as non-contrast, the healthy head's vessels are the evidence the check prevents.
     assert enhanced.studies[0].lesion is None and enhanced.studies[0].raw_ml > 10 * plain.studies[0].raw_ml
     assert "2 of these series the node refuses" in render([plain, enhanced], settings, engine, 256)
+
+
+def test_series_compressed_with_loss_too_hard_are_counted_as_refused(shipped: tuple[Any, Any]) -> None:
+    from dicomnode.evaluation import Condition, evaluate
+
+    engine, settings = shipped
+    mild, hard = (evaluate(engine, settings, Condition(f"{r:g}:1", slice_thickness_mm=5.0, lossy_ratio=r),
+                           2, HELD_OUT_SEED, 256, progress=False) for r in (10.0, 40.0))
+    assert (mild.refused, hard.refused) == (0, 2)
+    assert [s.lesion for s in hard.studies] == [s.lesion for s in mild.studies]  # scored anyway, paired
 
 
 def _with_burr_hole(hu: np.ndarray, slices: np.ndarray, towards: tuple[float, float], width_mm: float,
