@@ -250,16 +250,15 @@ def lossy_reading(datasets: Sequence[Dataset],
     """Why a series compressed with loss is refused (None: it is not), and the worklist's warning.
 
     The model learnt lossless images. Lossy coding smooths the texture the model reads and, hard
-    enough, leaves blocks and rings that it takes for findings; the setting is the hardest ratio
-    the node accepts."""
+    enough, leaves blocks and rings that it takes for findings (healthy phantom heads compressed
+    100:1 scored urgent); the setting is the hardest ratio the node accepts."""
     lossy = lossy_compression(datasets)
     if lossy is None:
         return None, ()
     # Compared as shown (to the nearest whole ratio): an encoder aiming at 20:1 reaches 20.03.
     if lossy.ratio is not None and round(lossy.ratio) > settings.max_lossy_ratio:
         return (f"{lossy.describe()}, above anomaly_triage.max_lossy_ratio ({settings.max_lossy_ratio:g}:1): "
-                "its artefacts would score as findings and hide small ones; triage the original (lossless) "
-                "series"), ()
+                "its artefacts would score as findings; triage the original (lossless) series"), ()
     return None, (f"{lossy.describe()}: the model learnt lossless images, so small findings may be lost in "
                   "the compression",)
 
