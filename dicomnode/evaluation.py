@@ -196,7 +196,7 @@ def evaluate(engine: Engine, settings: TriageSettings, condition: Condition, cou
         # As the node reads the series: thin noisy slices as running slabs.
         stored = _through_dicom(study, condition.patient_position, condition.lossy_ratio)
         reading = read_series(stored, settings)
-        lossy_refused = lossy_reading(stored.datasets, settings)[0]
+        lossy_refused = lossy_reading(stored.datasets, stored.pixel_spacing, settings)[0]
         result.refused += reading.refused is not None or lossy_refused is not None
         volume = reading.volume
         analysis = analyse_volume(volume, engine, settings)
@@ -329,9 +329,10 @@ def conditions(unseen_vendors: list[str]) -> list[Condition]:
         Condition("head rolled 20 degrees (not in training)", head_roll_deg=20.0),
         Condition("head turned 20 degrees (not in training)", head_yaw_deg=20.0),
         Condition("an aneurysm coil and its streaks (not in training)", metal=True),
-        # As an archive that compresses to save space sends them; the node refuses harder than 20:1.
+        # As an archive that compresses to save space sends them. The node refuses harder than
+        # max_lossy_ratio (20:1) for 0.5 mm pixels, less for coarser ones (5-7:1 at 256).
         *[Condition(f"JPEG 2000 compressed with loss at {ratio:g}:1 (not in training)", lossy_ratio=ratio)
-          for ratio in (10.0, 20.0)],
+          for ratio in (5.0, 10.0, 20.0)],
         # Every lesion study a subdural of one age, in 5 mm slices as emergency heads are read.
         *[Condition(f"subdural haematomas only, 5 mm slices, {describe_subdural_age(age)}",
                     slice_thickness_mm=5.0, lesion_as="sdh", subdural_age=age) for age in SUBDURAL_AGES],

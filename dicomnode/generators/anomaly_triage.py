@@ -93,6 +93,8 @@ from dicomnode.outputs import (
 
 log = logging.getLogger(__name__)
 
+_LOSSY_REFERENCE_PIXEL_MM2 = 0.25  # max_lossy_ratio is for 0.5 mm pixels
+
 CATEGORIES = ("critical", "urgent", "routine")
 
 
@@ -139,7 +141,9 @@ class TriageSettings:
     midline_shift_critical_mm: float = 0.0
     # A series compressed with loss harder than this (`compression.lossy_compression`: the recorded
     # ratio, else estimated from the compressed size) is refused; any lossy series is triaged with
-    # a warning. See the model card's "Lossy compressed series".
+    # a warning. The ratio is for 0.5 mm pixels (a 512 matrix); a coarser pixel holds more of the
+    # head, so the node allows less in proportion to its area (`allowed_lossy_ratio`). See the
+    # model card's "Lossy compressed series".
     max_lossy_ratio: float = 20.0
 
     @classmethod
@@ -235,7 +239,7 @@ def analyse(datasets: Sequence[Dataset], engine: Engine, settings: TriageSetting
         if too_young is not None:
             raise SeriesRejected(too_young)
     volume = load_ct_volume(datasets)
-    lossy_refused, lossy_warnings = lossy_reading(datasets, settings)
+    lossy_refused, lossy_warnings = lossy_reading(datasets, volume.pixel_spacing, settings)
     if lossy_refused is not None:
         raise SeriesRejected(lossy_refused)
     reading = read_series(volume, settings)
@@ -245,20 +249,31 @@ def analyse(datasets: Sequence[Dataset], engine: Engine, settings: TriageSetting
     return replace(analysis, warnings=lossy_warnings + reading.warnings + analysis.warnings)
 
 
-def lossy_reading(datasets: Sequence[Dataset],
+def allowed_lossy_ratio(pixel_spacing: tuple[float, float], settings: TriageSettings) -> float:
+    """The hardest compression accepted for pixels this size: `max_lossy_ratio` for 0.5 mm ones,
+    less for coarser ones in proportion to their area. What the compression leaves is about so
+    many bits per square millimetre of the head: phantoms lost nothing at 40:1 in 512 slices nor
+    at 10:1 in 256 ones (2 bits per mm² either way), and broke down at 100:1 and 20:1."""
+    return settings.max_lossy_ratio * _LOSSY_REFERENCE_PIXEL_MM2 / (pixel_spacing[0] * pixel_spacing[1])
+
+
+def lossy_reading(datasets: Sequence[Dataset], pixel_spacing: tuple[float, float],
                   settings: TriageSettings) -> tuple[str | None, tuple[str, ...]]:
     """Why a series compressed with loss is refused (None: it is not), and the worklist's warning.
 
     The model learnt lossless images. Lossy coding smooths the texture the model reads and, hard
     enough, leaves blocks and rings that it takes for findings (healthy phantom heads compressed
-    100:1 scored urgent); the setting is the hardest ratio the node accepts."""
+    100:1 scored urgent); `allowed_lossy_ratio` is the hardest the node accepts."""
     lossy = lossy_compression(datasets)
     if lossy is None:
         return None, ()
+    allowed = allowed_lossy_ratio(pixel_spacing, settings)
     # Compared as shown (to the nearest whole ratio): an encoder aiming at 20:1 reaches 20.03.
-    if lossy.ratio is not None and round(lossy.ratio) > settings.max_lossy_ratio:
-        return (f"{lossy.describe()}, above anomaly_triage.max_lossy_ratio ({settings.max_lossy_ratio:g}:1): "
-                "its artefacts would score as findings; triage the original (lossless) series"), ()
+    if lossy.ratio is not None and round(lossy.ratio) > round(allowed):
+        return (f"{lossy.describe()}, above the {allowed:.0f}:1 that anomaly_triage.max_lossy_ratio "
+                f"({settings.max_lossy_ratio:g}:1 for 0.5 mm pixels) allows for its "
+                f"{pixel_spacing[0]:.2f} x {pixel_spacing[1]:.2f} mm pixels: its artefacts would score "
+                "as findings; triage the original (lossless) series"), ()
     return None, (f"{lossy.describe()}: the model learnt lossless images, so small findings may be lost in "
                   "the compression",)
 

@@ -25,6 +25,7 @@ from dicomnode.phantoms.vendors import VendorProfile, vendor_profile
 from dicomnode.phantoms.volume import PhantomStudy
 
 logger = logging.getLogger(__name__)
+logging.getLogger("openjpeg.encode").setLevel(logging.WARNING)  # it logs every tile it codes at INFO
 
 IMPLEMENTATION_UID = "1.2.826.0.1.3680043.8.498.1"
 _EPOCH = dt.datetime(2024, 1, 1, 7, 0, 0)

@@ -238,7 +238,7 @@ def test_a_study_of_several_series_shows_its_most_severe_result(tmp_path: Path, 
     # Refused for its compression, before its artefacts are mistaken for anything else.
     assert lossy_warning.startswith("series 7 HEAD 5mm J2K was not triaged:"), lossy_warning
     assert "lossy compressed (every instance; ISO_15444_1;" in lossy_warning, lossy_warning
-    assert "above anomaly_triage.max_lossy_ratio (20:1)" in lossy_warning, lossy_warning
+    assert "anomaly_triage.max_lossy_ratio (20:1 for 0.5 mm pixels) allows" in lossy_warning, lossy_warning
 
 
 @pytest.mark.skipif(not MODEL.exists(), reason="the anomaly_triage model is not in the zoo")
@@ -270,13 +270,14 @@ def test_a_thin_noisy_series_is_triaged_as_running_slabs(tmp_path: Path, orthanc
 @pytest.mark.skipif(not MODEL.exists(), reason="the anomaly_triage model is not in the zoo")
 def test_a_series_compressed_with_loss_is_triaged_and_its_results_say_so(tmp_path: Path,
                                                                          orthanc: Orthanc) -> None:
-    """JPEG 2000 at about 8:1, as an archive that saves space sends it: the bleed is still
-    critical, the worklist names the compression, and the heat maps, made of its pixels, carry
-    Lossy Image Compression as DICOM asks."""
+    """JPEG 2000 at about 4:1 (these 256 slices' pixels are near 1 mm: the node accepts up to
+    5-7:1), as an archive that saves space sends it: the bleed is still critical, the worklist
+    names the compression, and the heat maps, made of its pixels, carry Lossy Image Compression
+    as DICOM asks."""
     from dicomnode.phantoms import make_study, write_series
 
     study = make_study(107, "ich", slice_thickness_mm=5.0, lesion_size="large", matrix=256)
-    files = write_series(study, tmp_path / "lossy", lossy_ratio=8.0)
+    files = write_series(study, tmp_path / "lossy", lossy_ratio=4.0)
     found, ((category, warnings),) = _triaged_in_orthanc(tmp_path, orthanc, files, "category, warnings",
                                                          storescu_extra=["--propose-j2k-lossy"])
 

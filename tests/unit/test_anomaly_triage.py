@@ -302,15 +302,22 @@ def test_a_lossy_compressed_series_is_refused_above_the_ratio_set_and_named_belo
 
     generator = AnomalyTriage(registry, {"calibration_ml": 0.05})
     hard = compressed("hard", 60.0)
-    with pytest.raises(SeriesRejected, match=r"lossy compressed \(every instance; ISO_15444_1; \d\d:1\), "
-                                             r"above anomaly_triage\.max_lossy_ratio \(20:1\): .* triage the "
-                                             r"original \(lossless\) series"):
+    refused = (r"lossy compressed \(every instance; ISO_15444_1; \d\d:1\), above the 20:1 that "
+               r"anomaly_triage\.max_lossy_ratio \(20:1 for 0\.5 mm pixels\) allows for its 0\.50 x 0\.50 mm "
+               r"pixels: .* triage the original \(lossless\) series")
+    with pytest.raises(SeriesRejected, match=refused):
         generator.run(hard, {"model": "clip45"})
     # (These 64x64 slices lose the bleed from about 6:1; a 512 slice holds 64 times the pixels.)
     mild = compressed("mild", 3.0)
     # A site may accept less.
-    with pytest.raises(SeriesRejected, match=r"; 3:1\), above anomaly_triage\.max_lossy_ratio \(2:1\)"):
+    with pytest.raises(SeriesRejected, match=r"; 3:1\), above the 2:1 that anomaly_triage\.max_lossy_ratio"):
         generator.run(mild, {"model": "clip45", "max_lossy_ratio": 2})
+    # Coarser pixels hold more of the head each: less compression is accepted.
+    coarse = compressed("coarse", 8.0)
+    for ds in coarse:
+        ds.PixelSpacing = [1.0, 1.0]
+    with pytest.raises(SeriesRejected, match=r"above the 5:1 that .* allows for its 1\.00 x 1\.00 mm pixels"):
+        generator.run(coarse, {"model": "clip45"})
     output = generator.run(mild, {"model": "clip45", "noise_floor_hu": 10.0})
     assert output.triage is not None and output.triage.category in ("urgent", "critical")
     (warning,) = output.triage.warnings

@@ -72,7 +72,7 @@ def test_only_chooses_shifted_conditions_by_name(capsys: pytest.CaptureFixture[s
     for group, pushes in ((flat, False), (pushing, True)):
         assert [(c.lesion_as, c.subdural_age, c.mass_effect) for c in group] == [
             ("sdh", age, pushes) for age in ("acute", "subacute", "chronic")]
-    assert [c.lossy_ratio for c in shifted_conditions(shifted, "compressed with loss")] == [10.0, 20.0]
+    assert [c.lossy_ratio for c in shifted_conditions(shifted, "compressed with loss")] == [5.0, 10.0, 20.0]
     assert shifted_conditions(shifted, None) == shifted
     with pytest.raises(ValueError, match=r"'sideways' names no shifted condition.*1 mm slices"):
         shifted_conditions(shifted, "sideways")
@@ -189,7 +189,7 @@ def test_series_compressed_with_loss_too_hard_are_counted_as_refused(shipped: tu
 
     engine, settings = shipped
     mild, hard = (evaluate(engine, settings, Condition(f"{r:g}:1", slice_thickness_mm=5.0, lossy_ratio=r),
-                           2, HELD_OUT_SEED, 256, progress=False) for r in (10.0, 40.0))
+                           2, HELD_OUT_SEED, 256, progress=False) for r in (4.0, 40.0))
     assert (mild.refused, hard.refused) == (0, 2)
     assert [s.lesion for s in hard.studies] == [s.lesion for s in mild.studies]  # scored anyway, paired
 
