@@ -69,7 +69,8 @@ def write_series(
     `position` is the PatientPosition the slices are stored for (PATIENT_POSITIONS): the
     same head, as a scanner stores it for a patient lying that way.
     `lossy_ratio` stores the pixels JPEG 2000 compressed with loss at about that ratio
-    (`compress_lossy`), as an archive that compresses to save space sends them; the same UIDs."""
+    (`compress_lossy`), as an archive that compresses to save space sends them, under UIDs of
+    their own: a lossy copy is another image."""
     if lossy_ratio is not None and lossy_ratio <= 1.0:
         raise ValueError(f"lossy compression ratio must be above 1, got {lossy_ratio:g}")
     if position not in PATIENT_POSITIONS:
@@ -92,6 +93,8 @@ def write_series(
         key = (*key, "metal")
     if study.details.get("subdural_age", "acute") != "acute":
         key = (*key, "subdural", study.details["subdural_age"])
+    if lossy_ratio is not None:
+        key = (*key, "lossy", lossy_ratio)
     study_uid = _uid("study", *key)
     series_uid = _uid("series", *key)
     frame_uid = _uid("frame", *key)

@@ -302,6 +302,9 @@ def test_cmd_phantom_writes_a_series_compressed_with_loss(tmp_path: Path,
     plain = make_study(4, None, slice_thickness_mm=5.0, matrix=256)
     stored = first.pixel_array.astype(np.float64) + float(first.RescaleIntercept)
     assert 0.1 < float(np.abs(stored - plain.hu[0]).mean()) < 10.0  # lossy, and still the same head
+    lossless = pydicom.dcmread(write_series(plain, tmp_path / "plain")[0])
+    assert first.SeriesInstanceUID != lossless.SeriesInstanceUID  # a lossy copy is another image
+    assert first.SOPInstanceUID != lossless.SOPInstanceUID
     for bad in ({"lossy_ratio": 1.0}, {"lossy_ratio": 10.0, "enhanced": True}):
         assert cmd_phantom(tmp_path / "bad", None, 4, 5.0, 256, **bad) == 2  # type: ignore[arg-type]
         assert "--lossy-ratio must be above 1" in capsys.readouterr().out
