@@ -372,8 +372,9 @@ def render(results: list[ConditionResult], settings: TriageSettings, engine: Eng
         lines.append("")
         if result.refused:
             lines += [f"{result.refused} of these series the node refuses (no brain found, noise above "
-                      f"max_noise_hu {settings.max_noise_hu:g} HU, or contrast-enhanced); scored here "
-                      "anyway.", ""]
+                      f"max_noise_hu {settings.max_noise_hu:g} HU, contrast-enhanced, or compressed with "
+                      f"loss beyond max_lossy_ratio {settings.max_lossy_ratio:g}:1 scaled to its pixels); "
+                      "scored here anyway.", ""]
         lines.append(_flawless_sentence(result))
         lines.append("")
         rows = summary_rows(result)
