@@ -68,13 +68,14 @@ def lossy_compression(datasets: Sequence[Dataset]) -> LossyCompression | None:
     for ds in datasets:
         syntax = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or "")
         flagged = str(ds.get("LossyImageCompression", "")).strip() == "01"
-        coded = syntax in ALWAYS_LOSSY or (syntax in _EITHER_J2K and _irreversible_j2k(ds))
+        frame = _first_frame(ds) if syntax in ALWAYS_LOSSY or syntax in _EITHER_J2K else None
+        coded = syntax in ALWAYS_LOSSY or (frame is not None and _irreversible_j2k(frame))
         if not (flagged or coded):
             continue
         lossy += 1
         recorded = _recorded_ratio(ds) if flagged else None
         if recorded is None:
-            recorded = _size_ratio(ds) if coded else None
+            recorded = _size_ratio(ds, frame) if coded and frame else None
             estimated = estimated or recorded is not None
         if recorded is not None:
             ratios.append(recorded)
@@ -113,21 +114,17 @@ def _first_frame(ds: Dataset) -> bytes | None:
         return None
 
 
-def _size_ratio(ds: Dataset) -> float | None:
-    """The stored size of one frame over its compressed size."""
-    frame = _first_frame(ds)
-    if not frame:
-        return None
+def _size_ratio(ds: Dataset, frame: bytes) -> float:
+    """The stored size of one frame over its compressed size (`frame`, not empty)."""
     stored = int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1)) * int(ds.BitsAllocated) // 8
     return stored / len(frame)
 
 
-def _irreversible_j2k(ds: Dataset) -> bool:
-    """Whether the first frame's JPEG 2000 codestream uses the irreversible 9-7 wavelet (its COD
-    marker's transformation byte is 0; 1 is the reversible 5-3 of lossless coding)."""
-    frame = _first_frame(ds)
-    start = -1 if frame is None else frame.find(_SOC_SIZ)
-    if frame is None or start < 0:
+def _irreversible_j2k(frame: bytes) -> bool:
+    """Whether a JPEG 2000 codestream uses the irreversible 9-7 wavelet (its COD marker's
+    transformation byte is 0; 1 is the reversible 5-3 of lossless coding)."""
+    start = frame.find(_SOC_SIZ)
+    if start < 0:
         return False
     at = start + 2
     while at + 4 <= len(frame):
